@@ -1,0 +1,40 @@
+"""Helpers shared by the ``s4net`` and ``wsss`` command lines."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from s4net.errors import InputError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v`` for debug logging, ``-q`` for warnings only."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, configure logging and call the subcommand's handler.
+
+    Bad input (:class:`InputError`, a missing file) ends with a one-line
+    ``prog command: error: ...`` on stderr and exit status 2; anything else is a
+    bug and keeps its traceback.
+    """
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except InputError as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130

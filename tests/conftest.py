@@ -1,0 +1,35 @@
+"""Shared fixtures: the tiny synthetic world and the real sample data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _realdata_dir() -> Path:
+    override = os.environ.get("WSSS_REALDATA")
+    return Path(override) if override else REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """``../shared/realdata`` (or ``$WSSS_REALDATA``); tests using it skip when it is absent."""
+    path = _realdata_dir()
+    if not path.is_dir():
+        pytest.skip(f"real sample data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic world (seed 0), generated once per test session."""
+    from pipeline.synthetic.preview import contact_sheet
+    from pipeline.synthetic.world import generate_world
+
+    out = tmp_path_factory.mktemp("world") / "tiny"
+    generate_world(out, seed=0, scale="tiny", workers=1, progress=False, preview=contact_sheet)
+    return out

@@ -1,0 +1,17 @@
+rule demo_data:
+    """The synthetic salient world (COCO salient instances, ImageNet subset, VOC 2012)."""
+    output:
+        world=f"{RESULTS}/data/world.json",
+    log:
+        f"{RESULTS}/logs/demo_data.log",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.world),
+        seed=SEED,
+        scale=DEMO_SCALE,
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "wsss demo-data --out {params.out:q} --seed {params.seed} --scale {params.scale} "
+        "--workers {threads} --overwrite --quiet > {log:q} 2>&1"
