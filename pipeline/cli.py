@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline import __version__
-from s4net.clitools import add_verbosity, run
+from s4net.clitools import add_verbosity, command_parser, run
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -41,12 +41,9 @@ def _keywords(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``wsss`` parser with one sub-parser per command."""
-    parser = argparse.ArgumentParser(
-        prog="wsss",
-        description="Weakly-supervised semantic segmentation from S4Net salient-instance cues.",
+    parser, commands = command_parser(
+        "wsss", "Weakly-supervised semantic segmentation from S4Net salient-instance cues.", __version__
     )
-    parser.add_argument("--version", action="version", version=f"wsss {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
         "demo-data",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from s4net import __version__
-from s4net.clitools import add_verbosity, run
+from s4net.clitools import add_verbosity, command_parser, run
 
 
 def _convert_masks(args: argparse.Namespace) -> int:
@@ -20,12 +20,9 @@ def _convert_masks(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``s4net`` parser with one sub-parser per command."""
-    parser = argparse.ArgumentParser(
-        prog="s4net",
-        description="S4Net single-stage salient-instance segmentation: data tools, training and inference.",
+    parser, commands = command_parser(
+        "s4net", "S4Net single-stage salient-instance segmentation.", __version__
     )
-    parser.add_argument("--version", action="version", version=f"s4net {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser(
         "convert-masks",

@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from s4net.errors import InputError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def command_parser(prog: str, description: str, version: str) -> tuple[argparse.ArgumentParser, Any]:
+    """A top-level parser with ``--version`` and a required sub-command; returns it and its sub-parsers."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"{prog} {version}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, commands
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:

@@ -88,3 +88,13 @@ def test_ci_run_fails_when_no_test_is_collected(tmp_path: Path) -> None:
     result = subprocess.run(["bash", ".ci/run"], cwd=copy, capture_output=True, text=True, env=env)
     assert result.returncode != 0
     assert "collected no tests" in result.stderr
+
+
+def test_world_benchmark_prints_json(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "bench_world.py"), "--scale", "tiny", "--repeats", "1",
+                    "--out", str(out)], capture_output=True, text=True, check=True)
+    result = json.loads(out.read_text())
+    assert result["images"] == 40 + 40 + 32 and result["speedup_vs_workers_1"] > 0

@@ -35,6 +35,13 @@ def _tile(pixels: np.ndarray, caption: str) -> Image.Image:
     return image
 
 
+def _spread(indices: list[int], count: int) -> list[int]:
+    """Up to ``count`` entries evenly spaced through ``indices`` (so several classes show)."""
+    if len(indices) <= count:
+        return indices
+    return [indices[round(k * (len(indices) - 1) / max(count - 1, 1))] for k in range(count)]
+
+
 def contact_sheet(world: Path, per_row: int = 6) -> Path:
     """Write ``world/preview/contact_sheet.png``: salient instances (one colour each,
     occluded ones marked ``occ``), ImageNet-like images with their keywords and true
@@ -54,8 +61,8 @@ def contact_sheet(world: Path, per_row: int = 6) -> Path:
     rows.append(row)
 
     imagenet = ImageNetSubset(world / "imagenet", world / "imagenet" / "keywords.csv")
-    multi = [i for i, e in enumerate(imagenet.entries) if len(e.keywords) > 1][: per_row // 2]
-    single = [i for i, e in enumerate(imagenet.entries) if len(e.keywords) == 1][: per_row - len(multi)]
+    multi = _spread([i for i, e in enumerate(imagenet.entries) if len(e.keywords) > 1], per_row // 2)
+    single = _spread([i for i, e in enumerate(imagenet.entries) if len(e.keywords) == 1], per_row - len(multi))
     row = []
     for index in single + multi:
         sample = imagenet[index]
