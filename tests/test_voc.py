@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from helpers import label_contacts
 from pipeline.classes import CLASS_INDEX, VOC_CLASSES, class_index, voc_palette
 from pipeline.synthetic.scenes import void_band
 from pipeline.voc import VOCSegmentation, read_id_list, read_voc_label, write_voc_label
@@ -41,13 +42,6 @@ def test_generated_voc_devkit_layout(tiny_world: Path) -> None:
         instances = val.instances(sample.image_id)
         assert np.array_equal(instances == 255, sample.label == 255)
         assert np.array_equal(instances == 0, sample.label == 0)
-
-
-def label_contacts(labels: np.ndarray) -> int:
-    """Pairs of 4-neighbours holding two different non-void labels (VOC puts void between)."""
-    vertical = (labels[1:] != labels[:-1]) & (labels[1:] != 255) & (labels[:-1] != 255)
-    horizontal = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] != 255) & (labels[:, :-1] != 255)
-    return int(vertical.sum() + horizontal.sum())
 
 
 def test_generated_void_band_separates_labels_and_is_thin(tiny_world: Path) -> None:

@@ -43,8 +43,8 @@ def _spread(indices: list[int], count: int) -> list[int]:
 
 
 def contact_sheet(world: Path, per_row: int = 6) -> Path:
-    """Write ``world/preview/contact_sheet.png``: salient instances (one colour each,
-    occluded ones marked ``occ``), ImageNet-like images with their keywords and true
+    """Write ``world/preview/contact_sheet.png``: salient instances (one colour each;
+    the caption has ``o`` per occluded and ``.`` per unoccluded instance), ImageNet-like images with their keywords and true
     class masks, VOC-like images with class labels and the void band (cream).
     Each row shows a pair per sample: the image as stored, then the overlay."""
     palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)

@@ -61,7 +61,7 @@ class Scene:
     full_areas: list[int] = field(default_factory=list)
 
 
-def _local_coords(placement: Placement, height: int, width: int, box: tuple[int, int, int, int]):
+def _local_coords(placement: Placement, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     y0, y1, x0, x1 = box
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     dx, dy = xs + 0.5 - placement.cx, ys + 0.5 - placement.cy
@@ -85,7 +85,7 @@ def object_mask(shape: str, placement: Placement, height: int, width: int) -> np
     box = _box(placement, height, width)
     if box[0] >= box[1] or box[2] >= box[3]:
         return mask
-    u, v = _local_coords(placement, height, width, box)
+    u, v = _local_coords(placement, box)
     mask[box[0] : box[1], box[2] : box[3]] = shape_mask(shape, u, v)
     return mask
 
@@ -103,7 +103,7 @@ def paint_object(
     """Paint a textured object into float ``canvas`` [H, W, 3] where ``mask`` holds."""
     height, width = mask.shape
     box = _box(placement, height, width)
-    u, v = _local_coords(placement, height, width, box)
+    u, v = _local_coords(placement, box)
     scale = math.sqrt(placement.a * placement.b)
     weight = texture_weight(texture, u, v, scale, angle + math.degrees(placement.theta), rng.random() * 6.28, rng)
     colour = base[None, None, :] * (1 - weight[..., None]) + pattern[None, None, :] * weight[..., None]

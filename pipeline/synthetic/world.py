@@ -132,6 +132,8 @@ def _keyword_scene(rng: np.random.Generator, task: _Task) -> tuple[Scene, list[i
         scene = compose_scene(rng, height, width, classes, rng.random() < 0.3, int(rng.integers(1, 4)))
         if primary in scene.classes:
             break
+    else:  # never label an image with a keyword it does not show
+        raise RuntimeError(f"imagenet image {task.index}: could not place its {VOC_CLASSES[primary]} object")
     return scene, [primary] + [c for c in dict.fromkeys(scene.classes) if c != primary]
 
 

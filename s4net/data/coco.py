@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -160,7 +160,7 @@ class SalientInstanceDataset:
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def __iter__(self) -> Iterable[SalientSample]:
+    def __iter__(self) -> Iterator[SalientSample]:
         for index in range(len(self)):
             yield self[index]
 

@@ -165,8 +165,8 @@ def load_instance_png(
     _, pixels = _read_label_raw(path, max_pixels)
     if pixels.ndim == 2:
         return pixels
-    codes = (pixels[..., 0].astype(np.int64) << 16) | (pixels[..., 1].astype(np.int64) << 8) | pixels[..., 2]
-    void_code = (void_colour[0] << 16) | (void_colour[1] << 8) | void_colour[2]
+    codes = _pack_rgb(pixels)
+    void_code = int(_pack_rgb(np.asarray(void_colour)))
     colours, first = np.unique(codes.ravel(), return_index=True)
     ordered = [int(c) for c in colours[np.argsort(first)] if c not in (0, void_code)]
     if len(ordered) > 254:
@@ -178,10 +178,16 @@ def load_instance_png(
     return out
 
 
+def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Colours ``[..., 3]`` -> one int64 code each (``r << 16 | g << 8 | b``)."""
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
 def _rgb_to_indices(rgb: np.ndarray, palette: Sequence[int], path: Path) -> np.ndarray:
     table = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
-    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    table_codes = (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2]
+    codes = _pack_rgb(rgb)
+    table_codes = _pack_rgb(table)
     lookup = {int(code): index for index, code in reversed(list(enumerate(table_codes)))}
     out = np.empty(codes.shape, dtype=np.uint8)
     for code in np.unique(codes):
