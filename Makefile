@@ -25,7 +25,8 @@ demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) \
 		--configfile workflows/configs/demo.yaml --config results=$(DEMO_DIR)
 	@echo "demo outputs: $(abspath $(DEMO_DIR)); synthetic data in $(abspath $(DEMO_DIR))/data," \
-		"contact sheet $(abspath $(DEMO_DIR))/data/preview/contact_sheet.png"
+		"contact sheet $(abspath $(DEMO_DIR))/data/preview/contact_sheet.png;" \
+		"S4Net checkpoint and test mAP in $(abspath $(DEMO_DIR))/s4net/"
 
 test: $(STAMP)
 	@$(VENV)/bin/pytest -q; rc=$$?; \

@@ -3,3 +3,14 @@
 RESULTS = config.get("results", "results")
 SEED = int(config.get("seed", 0))
 DEMO_SCALE = config.get("demo_scale", "small")
+S4NET = {
+    "model_config": "workflows/configs/s4net_demo_model.yaml",
+    "size": 128,
+    "iterations": 700,
+    "batch_size": 8,
+    "lr": 0.01,
+    "lr_steps": [500, 650],
+    "warmup": 50,
+    "grad_clip": 5.0,
+    **config.get("s4net", {}),
+}

@@ -1,0 +1,197 @@
+"""S4Net: backbone + FPN + single-stage detector + RoIMasking + segmentation branch.
+
+The call contract is torchvision's detection one: ``model(images, targets)``
+returns a dict of losses in train mode and, in eval mode, one dict per image with
+``boxes`` Tensor[K, 4] (original pixels), ``scores`` Tensor[K] and ``masks``
+Tensor[K, 1, H, W] (foreground probabilities at the image's own resolution).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s4net.config import S4NetConfig
+from s4net.models.backbones import build_backbone
+from s4net.models.box_ops import AnchorGenerator, BoxCoder, Matcher
+from s4net.models.detection import DetectionHead, box_loss, detection_targets, objectness_loss, select_proposals
+from s4net.models.fpn import FeaturePyramid
+from s4net.models.roi_masking import RoIMasking, Windows, box_masks, gather_windows
+from s4net.models.seg_branch import SegmentationBranch, mask_loss, paste_masks
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SEG_STRIDE = 8
+PASTE_BUDGET = 1 << 23  # pixels x instances pasted per resample call
+
+
+class S4Net(nn.Module):
+    """Single-stage salient-instance segmentation (Fan et al., CVPR 2019)."""
+
+    def __init__(self, config: S4NetConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.backbone = build_backbone(config.backbone, config.norm, config.pretrained)
+        self.fpn = FeaturePyramid(
+            self.backbone.out_channels, config.fpn_channels, config.fpn_levels, config.fpn_upsample, config.p6_pool
+        )
+        self.anchor_generator = AnchorGenerator(config.strides, config.anchor_ratios, config.anchor_size_per_stride)
+        self.head = DetectionHead(config.fpn_channels, config.head_channels, len(config.anchor_ratios))
+        self.box_coder = BoxCoder()
+        self.matcher = Matcher(config.positive_iou, config.negative_iou, config.match_low_quality)
+        pad = config.compress_kernel // 2
+        self.compress = nn.Conv2d(config.fpn_channels, config.compress_channels, config.compress_kernel, padding=pad)
+        nn.init.kaiming_normal_(self.compress.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.compress.bias)
+        self.roi_masking = RoIMasking(config.masking, config.alpha, SEG_STRIDE, config.roi_output_size)
+        self.branch = SegmentationBranch(config.compress_channels, config.branch_channels)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self._anchor_cache: dict[tuple, tuple[Tensor, list[int]]] = {}
+
+    # ----------------------------------------------------------------- inputs
+    def preprocess(self, images: list[Tensor] | Tensor) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Float images in [0, 1] ([3, H, W] each, or one [B, 3, H, W] tensor) -> normalised batch at ``image_size``."""
+        size = self.config.image_size
+        if isinstance(images, Tensor) and images.dim() == 4:
+            original = [tuple(images.shape[-2:])] * images.shape[0]
+            batch = images
+            if batch.shape[-2:] != (size, size):
+                batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        else:
+            original, resized = [], []
+            for image in images:
+                if image.dim() != 3 or image.shape[0] != 3:
+                    raise ValueError(f"each image must be a float Tensor[3, H, W], got shape {tuple(image.shape)}")
+                original.append(tuple(image.shape[-2:]))
+                if image.shape[-2:] != (size, size):
+                    image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+                resized.append(image)
+            batch = torch.stack(resized)
+        if not batch.is_floating_point():
+            raise ValueError("images must be float tensors scaled to [0, 1]")
+        return (batch - self.mean) / self.std, original
+
+    def _anchors(self, sizes: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, list[int]]:
+        key = (tuple(sizes), str(device))
+        if key not in self._anchor_cache:
+            per_level = self.anchor_generator(sizes, device)
+            self._anchor_cache[key] = (torch.cat(per_level), [a.shape[0] for a in per_level])
+        return self._anchor_cache[key]
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]] | None = None):
+        """Train mode: dict of losses (needs ``targets`` with ``boxes`` and ``masks``). Eval: detections per image."""
+        if self.training and targets is None:
+            raise ValueError("S4Net in train mode needs targets (boxes, masks); call model.eval() for inference")
+        batch, original_sizes = self.preprocess(images)
+        levels = self.fpn(self.backbone(batch))
+        pyramid = list(levels.values())
+        logits, deltas = self.head(pyramid)
+        anchors, num_per_level = self._anchors([tuple(p.shape[-2:]) for p in pyramid], batch.device)
+        stride8 = levels["p3"]
+        features = F.relu(self.compress(stride8))
+        if self.training:
+            return self._losses(logits, deltas, anchors, features, targets, original_sizes)
+        return self._detect(logits, deltas, anchors, num_per_level, features, original_sizes)
+
+    def branch_margin(self) -> int | None:
+        """Cells kept around each box so outputs in (and one cell around) the box are exact."""
+        return self.branch.receptive_radius + 1 if self.config.branch_crop else None
+
+    def segment(self, features: Tensor, boxes: Tensor, image_index: Tensor) -> tuple[Tensor, Tensor]:
+        """Branch logits Tensor[N, 2, h, w] for boxes (network-input pixels) and the windows they cover."""
+        region, windows = self.roi_masking(features, boxes, image_index, self.branch_margin())
+        logits = self.branch(region)
+        extent = boxes if windows is None else windows.pixel_boxes(SEG_STRIDE)
+        return logits, extent
+
+    def _scaled_targets(self, targets: list[dict[str, Tensor]], original_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor]]:
+        size = self.config.image_size
+        boxes, masks = [], []
+        for target, (h, w) in zip(targets, original_sizes):
+            scale = torch.tensor([size / w, size / h, size / w, size / h], device=target["boxes"].device)
+            boxes.append(target["boxes"].float() * scale)
+            m = target["masks"].float()
+            if m.shape[-2:] != (size, size) and m.shape[0]:
+                m = F.interpolate(m[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            masks.append(m.reshape(-1, size, size))
+        return boxes, masks
+
+    def _losses(self, logits, deltas, anchors, features, targets, original_sizes) -> dict[str, Tensor]:
+        cfg = self.config
+        gt_boxes, gt_masks = self._scaled_targets(targets, original_sizes)
+        labels, box_targets = detection_targets(anchors, gt_boxes, self.matcher, self.box_coder)
+        pos, neg = objectness_loss(logits, labels, cfg.hard_negatives)
+        losses = {
+            "loss_objectness": cfg.objectness_weight * (pos + neg),
+            "loss_box": box_loss(deltas, box_targets, labels, cfg.box_loss_beta),
+        }
+        boxes = torch.cat(gt_boxes)
+        image_index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=boxes.device) for i, b in enumerate(gt_boxes)])
+        masks = torch.cat(gt_masks)
+        seg_logits, extent = self.segment(features, boxes, image_index)
+        seg_targets, weights = self._mask_targets(masks, boxes, extent, seg_logits.shape[-2:])
+        losses["loss_mask"] = mask_loss(seg_logits, seg_targets, weights)
+        return losses
+
+    def _mask_targets(self, masks: Tensor, boxes: Tensor, extent: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Soft foreground targets and inside-box weights on each instance's output grid."""
+        n = masks.shape[0]
+        if n == 0:
+            empty = masks.new_zeros((0, *grid))
+            return empty, empty
+        rois = torch.cat([torch.arange(n, device=masks.device, dtype=masks.dtype)[:, None], extent], dim=1)
+        if self.roi_masking.is_pooling:
+            targets = torchvision_roi_align(masks[:, None], rois, grid)
+            return targets.clamp(0, 1), torch.ones_like(targets)
+        # RoIMasking: area-average the mask over stride-8 cells, then read each window.
+        cells = F.avg_pool2d(masks[:, None], SEG_STRIDE)[:, 0]
+        origin = (extent[:, :2] / SEG_STRIDE).round().long()
+        windows = Windows(torch.arange(n, device=masks.device), origin, tuple(grid))
+        targets = gather_windows(cells[:, None], windows)[:, 0]
+        weights = box_masks(boxes, "binary", 0.0, SEG_STRIDE, origin, tuple(grid))
+        return targets, weights
+
+    @torch.no_grad()
+    def _detect(self, logits, deltas, anchors, num_per_level, features, original_sizes) -> list[dict[str, Tensor]]:
+        cfg = self.config
+        size = cfg.image_size
+        proposals = select_proposals(
+            logits, deltas, anchors, num_per_level, self.box_coder, (size, size),
+            cfg.pre_nms_top_n, cfg.nms_iou, cfg.detections_per_image, cfg.min_box_size,
+        )
+        boxes = torch.cat([b for b, _ in proposals])
+        image_index = torch.cat(
+            [torch.full((len(b),), i, dtype=torch.long, device=boxes.device) for i, (b, _) in enumerate(proposals)]
+        )
+        seg_logits, extent = self.segment(features, boxes, image_index)
+        probs = torch.softmax(seg_logits.float(), dim=1)[:, 1:2]
+        results = []
+        for i, ((img_boxes, scores), (h, w)) in enumerate(zip(proposals, original_sizes)):
+            mine = image_index == i
+            scale = (size / w, size / h)
+            chunks = []
+            step = max(1, PASTE_BUDGET // max(1, h * w))
+            p, e, b = probs[mine], extent[mine], img_boxes
+            for start in range(0, len(b), step):
+                chunks.append(paste_masks(p[start : start + step], e[start : start + step], b[start : start + step], scale, (h, w)))
+            masks = torch.cat(chunks) if chunks else probs.new_zeros((0, h, w))
+            back = torch.tensor([w / size, h / size, w / size, h / size], device=b.device)
+            results.append({"boxes": b * back, "scores": scores, "masks": masks[:, None]})
+        return results
+
+    @torch.inference_mode()
+    def predict(self, images: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
+        """Inference on float images in [0, 1]; switches to eval mode itself."""
+        self.eval()
+        return self(images)
+
+
+def torchvision_roi_align(masks: Tensor, rois: Tensor, grid: tuple[int, int]) -> Tensor:
+    """RoIAlign of full-resolution GT masks into each box (Mask R-CNN's mask targets)."""
+    from torchvision.ops import roi_align
+
+    return roi_align(masks, rois, grid, spatial_scale=1.0, sampling_ratio=2, aligned=True)[:, 0]

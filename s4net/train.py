@@ -1,0 +1,262 @@
+"""Training loop of S4Net: SGD with step decays, seeded order, resumable checkpoints.
+
+Layout of an output folder::
+
+    out/
+      train_config.json       the run's settings (a resumed run must match them)
+      metrics.jsonl           one line per logged iteration
+      checkpoints/last.pt     full state (model, optimizer, scaler, iteration), atomic
+      checkpoints/iter_N.pt   periodic snapshots of the same
+      model_final.pt          model-only checkpoint written at the end
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from s4net.checkpoint import build_model, read_checkpoint, save_checkpoint
+from s4net.config import S4NetConfig, json_ready
+from s4net.data.coco import SalientInstanceDataset
+from s4net.data.training import SeededBatches, TrainingSet, collate
+from s4net.errors import InputError
+from s4net.io.atomic import atomic_write_text, write_json
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the paper's: lr 0.004, 20k iterations, decay at 10k).
+
+    Attributes:
+        annotations / images: COCO salient-instance json and the image folder.
+        out: output folder (see the module docstring).
+        iterations: total SGD iterations.
+        batch_size: images per iteration.
+        lr: base learning rate; ``lr_steps`` iterations at which it is multiplied by ``gamma``.
+        warmup_iterations: linear warm-up from lr/100 (0: none, as the paper).
+        checkpoint_every: iterations between snapshots (0: only the final one).
+        log_every: iterations between metrics lines.
+        seed: seeds initialisation, sample order and flips.
+        hflip: random horizontal flips (the paper's only augmentation).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:k]``.
+        amp: mixed precision on CUDA (ignored on CPU).
+        workers: data-loading processes.
+        cache: keep resized samples in memory.
+        deterministic: switch on torch's deterministic algorithms.
+        grad_clip: clip the gradient norm to this (None: no clipping, as the paper).
+        model: the S4Net model config.
+    """
+
+    annotations: Path
+    images: Path
+    out: Path
+    iterations: int = 20000
+    batch_size: int = 2
+    lr: float = 0.004
+    lr_steps: tuple[int, ...] = (10000,)
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iterations: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    seed: int = 0
+    hflip: bool = True
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 0
+    cache: bool = False
+    deterministic: bool = False
+    grad_clip: float | None = None
+    model: S4NetConfig = field(default_factory=S4NetConfig)
+
+    def __post_init__(self) -> None:
+        self.annotations, self.images, self.out = Path(self.annotations), Path(self.images), Path(self.out)
+        self.lr_steps = tuple(int(s) for s in self.lr_steps)
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError("iterations and batch_size must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if list(self.lr_steps) != sorted(self.lr_steps) or any(s < 1 for s in self.lr_steps):
+            raise ValueError(f"lr_steps={self.lr_steps} must be increasing positive iterations")
+        if self.checkpoint_every < 0 or self.log_every < 1 or self.workers < 0 or self.warmup_iterations < 0:
+            raise ValueError("checkpoint_every, warmup_iterations and workers must be >= 0, log_every >= 1")
+
+    def resume_key(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        keep = ("iterations", "batch_size", "lr", "lr_steps", "gamma", "momentum", "weight_decay",
+                "warmup_iterations", "seed", "hflip", "grad_clip")
+        values = {k: getattr(self, k) for k in keep}
+        values["model"] = self.model.to_dict()
+        return json_ready(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["model"] = self.model.to_dict()
+        return json_ready({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
+
+
+def learning_rate_factor(iteration: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base lr at an iteration: warm-up, then one ``gamma`` per passed step."""
+    factor = cfg.gamma ** sum(iteration >= s for s in cfg.lr_steps)
+    if iteration < cfg.warmup_iterations:
+        factor *= 0.01 + 0.99 * iteration / cfg.warmup_iterations
+    return factor
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only (not biases or norm parameters), as the original code."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (decay if parameter.dim() > 1 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available")
+    return device
+
+
+def _trim_metrics(path: Path, last_iteration: int) -> None:
+    """Drop metrics lines beyond ``last_iteration`` (left by a run killed after its last checkpoint)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["iteration"] <= last_iteration:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a torn last line from a kill
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train (or resume) and return the path of ``model_final.pt``."""
+    out = cfg.out
+    checkpoints = out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final_path = out / "model_final.pt"
+    last_path = checkpoints / "last.pt"
+    metrics_path = out / "metrics.jsonl"
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.seed)
+
+    model = build_model(cfg.model).to(device)
+    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start = 0
+    if last_path.exists():
+        state = read_checkpoint(last_path, map_location=device)
+        if state.get("train") != cfg.resume_key():
+            raise InputError(
+                last_path,
+                "was written with different training settings; use another --out or delete the folder to start over",
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start = int(state["iteration"])
+        log.info("resuming from %s at iteration %d", last_path, start)
+        _trim_metrics(metrics_path, start)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    write_json(out / "train_config.json", cfg.to_dict())
+    if start >= cfg.iterations and final_path.exists():
+        log.info("%s already trained to %d iterations", out, cfg.iterations)
+        return final_path
+
+    source = SalientInstanceDataset(cfg.annotations, cfg.images)
+    dataset = TrainingSet(source, cfg.model.image_size, cache=cfg.cache)
+    sampler = SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
+    )
+
+    def snapshot(iteration: int) -> None:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "iteration": iteration,
+            "train": cfg.resume_key(),
+        }
+        save_checkpoint(last_path, model, **state)
+        if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
+            save_checkpoint(checkpoints / f"iter_{iteration:07d}.pt", model, **state)
+
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    tick = time.perf_counter()
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train s4net", unit="it", dynamic_ncols=True)
+    metrics = metrics_path.open("a", encoding="utf-8")
+    try:
+        for iteration, (images, targets) in enumerate(loader, start=start):
+            factor = learning_rate_factor(iteration, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * factor
+            images = images.to(device, non_blocking=True)
+            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+            with torch.autocast(device.type, enabled=use_amp):
+                losses = model(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+                kept = last_path if last_path.exists() else "none (no checkpoint was written yet)"
+                raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({parts}); last good checkpoint: {kept}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            done = iteration + 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            count += 1
+            bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.iterations:
+                elapsed = time.perf_counter() - tick
+                record = {"iteration": done, "lr": cfg.lr * factor}
+                record.update({k: round(v / count, 5) for k, v in sums.items()})
+                record["loss"] = round(sum(sums.values()) / count, 5)
+                record["images_per_s"] = round(count * cfg.batch_size / elapsed, 3)
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                bar.set_postfix({k.removeprefix("loss_"): f"{v / count:.3f}" for k, v in sums.items()})
+                sums, count, tick = {}, 0, time.perf_counter()
+            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.iterations:
+                snapshot(done)
+    finally:
+        bar.close()
+        metrics.close()
+    save_checkpoint(final_path, model, iteration=cfg.iterations, train=cfg.resume_key())
+    return final_path

@@ -1,0 +1,236 @@
+"""Unit and property tests of S4Net's parts: anchors, box coding, matching, Eq. 2, RoIMasking, branch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from s4net.models.box_ops import IGNORE, NEGATIVE, POSITIVE, AnchorGenerator, BoxCoder, Matcher
+from s4net.models.detection import box_loss, objectness_loss
+from s4net.models.roi_masking import RoIMasking, box_masks, gather_windows, instance_windows
+from s4net.models.seg_branch import SegmentationBranch, mask_loss, paste_masks
+
+
+# ---------------------------------------------------------------- anchors
+def test_anchor_grid_layout_and_shapes() -> None:
+    gen = AnchorGenerator(strides=(8, 16), ratios=(0.5, 1.0, 2.0), size_per_stride=4.0)
+    anchors = gen([(5, 4), (3, 2)], torch.device("cpu"))
+    assert [a.shape for a in anchors] == [(5 * 4 * 3, 4), (3 * 2 * 3, 4)]
+    first = anchors[0][:3]
+    centres = (first[:, :2] + first[:, 2:]) / 2
+    assert torch.allclose(centres, torch.tensor([[4.0, 4.0]] * 3))  # cell centre (0.5 * stride)
+    w = first[:, 2] - first[:, 0]
+    h = first[:, 3] - first[:, 1]
+    assert torch.allclose(w * h, torch.full((3,), 32.0 * 32.0))  # one scale: side 4 * stride
+    assert torch.allclose(h / w, torch.tensor([0.5, 1.0, 2.0]))
+    # the next anchor triple is one cell to the right (y, x, anchor order)
+    assert torch.allclose(anchors[0][3:6, 0] - anchors[0][0:3, 0], torch.full((3,), 8.0))
+
+
+boxes_strategy = st.tuples(
+    st.floats(0, 200), st.floats(0, 200), st.floats(8, 150), st.floats(8, 150)
+).map(lambda t: [t[0], t[1], t[0] + t[2], t[1] + t[3]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(boxes_strategy, min_size=1, max_size=8), st.lists(boxes_strategy, min_size=1, max_size=8))
+def test_box_coding_round_trip(boxes: list, anchors: list) -> None:
+    n = min(len(boxes), len(anchors))
+    b = torch.tensor(boxes[:n], dtype=torch.float64)
+    a = torch.tensor(anchors[:n], dtype=torch.float64)
+    for weights in ((1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)):
+        coder = BoxCoder(weights)
+        assert torch.allclose(coder.decode(coder.encode(b, a), a).double(), b, atol=1e-3)
+
+
+def test_matcher_bands_and_low_quality() -> None:
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 140.0, 110.0]])
+    anchors = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # IoU 1 with gt 0
+            [0.0, 0.0, 10.0, 14.0],  # IoU 0.714
+            [0.0, 0.0, 10.0, 22.0],  # IoU 0.4545: ignore band
+            [50.0, 50.0, 60.0, 60.0],  # IoU 0: negative
+            [100.0, 100.0, 140.0, 140.0],  # IoU 0.25 with gt 1: its best anchor
+        ]
+    )
+    labels, matched = Matcher(0.5, 0.4, low_quality=False)(gt, anchors)
+    assert labels.tolist() == [POSITIVE, POSITIVE, IGNORE, NEGATIVE, NEGATIVE]
+    labels, matched = Matcher(0.5, 0.4, low_quality=True)(gt, anchors)
+    assert labels.tolist() == [POSITIVE, POSITIVE, IGNORE, NEGATIVE, POSITIVE]
+    assert matched[4].item() == 1 and matched[0].item() == 0
+    labels, _ = Matcher(0.5, 0.5)(torch.zeros((0, 4)), anchors)
+    assert labels.tolist() == [NEGATIVE] * 5
+
+
+# ---------------------------------------------------------------- Eq. 2
+def test_objectness_loss_normalises_positives_and_negatives_separately() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0, 1.0, 0.0]])
+    labels = torch.tensor([[1, 1, 0, 0, 0, -1]])
+    pos, neg = objectness_loss(logits, labels)
+    p = torch.sigmoid(logits[0])
+    assert pos.item() == pytest.approx(-(torch.log(p[0]) + torch.log(p[1])).item() / 2, rel=1e-5)
+    assert neg.item() == pytest.approx(-(torch.log(1 - p[2]) + torch.log(1 - p[3]) + torch.log(1 - p[4])).item() / 3, rel=1e-5)
+    # tripling the negatives leaves both terms unchanged: neither set dominates by count
+    more = torch.cat([logits, logits[:, 2:5].repeat(1, 2)], dim=1)
+    more_labels = torch.cat([labels, torch.zeros((1, 6), dtype=torch.long)], dim=1)
+    pos2, neg2 = objectness_loss(more, more_labels)
+    assert pos2.item() == pytest.approx(pos.item()) and neg2.item() == pytest.approx(neg.item())
+    # hard negatives: only the k negatives of highest loss count
+    _, hard = objectness_loss(logits, labels, hard_negatives=1)
+    assert hard.item() == pytest.approx(-torch.log(1 - p[4]).item(), rel=1e-5)
+    empty_pos, _ = objectness_loss(logits, torch.zeros_like(labels))
+    assert empty_pos.item() == 0.0
+
+
+def test_box_loss_only_on_positives() -> None:
+    deltas = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0]]])
+    targets = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[POSITIVE, NEGATIVE]])
+    assert box_loss(deltas, targets, labels, beta=1.0).item() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- RoIMasking
+def reference_mask(box: list[float], variant: str, alpha: float, stride: int, size: tuple[int, int], sub: int = 16) -> np.ndarray:
+    """Brute force: average the ideal mask function over sub x sub samples per cell."""
+    h, w = size
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1, y2 - y1
+    ox1, oy1, ox2, oy2 = x1 - alpha * bw, y1 - alpha * bh, x2 + alpha * bw, y2 + alpha * bh
+    offsets = (np.arange(sub) + 0.5) / sub
+    ys = ((np.arange(h)[:, None] + offsets[None]) * stride).reshape(-1)
+    xs = ((np.arange(w)[:, None] + offsets[None]) * stride).reshape(-1)
+    inside = ((ys[:, None] >= y1) & (ys[:, None] < y2)) & ((xs[None] >= x1) & (xs[None] < x2))
+    outer = ((ys[:, None] >= oy1) & (ys[:, None] < oy2)) & ((xs[None] >= ox1) & (xs[None] < ox2))
+    value = {"binary": inside * 1.0, "expanded": outer * 1.0, "ternary": inside * 1.0 - (outer & ~inside)}[variant]
+    return value.reshape(h, sub, w, sub).mean(axis=(1, 3))
+
+
+def _full_masks(boxes: torch.Tensor, variant: str, alpha: float, size: tuple[int, int]) -> torch.Tensor:
+    origin = torch.zeros((boxes.shape[0], 2), dtype=torch.long)
+    return box_masks(boxes, variant, alpha, 8, origin, size)
+
+
+def test_ternary_values_and_ring_widths_on_cell_aligned_box() -> None:
+    box = torch.tensor([[48.0, 48.0, 96.0, 120.0]])  # 6 x 9 cells at stride 8
+    mask = _full_masks(box, "ternary", 1 / 3, (30, 30))[0]
+    assert torch.all(mask[6:15, 6:12] == 1)
+    # ring: 2 cells (1/3 of 6) left and right, 3 cells (1/3 of 9) above and below
+    assert torch.all(mask[3:18, 4:6] == -1) and torch.all(mask[3:18, 12:14] == -1)
+    assert torch.all(mask[3:6, 4:14] == -1) and torch.all(mask[15:18, 4:14] == -1)
+    outside = torch.ones(30, 30, dtype=torch.bool)
+    outside[3:18, 4:14] = False
+    assert torch.all(mask[outside] == 0)
+    assert set(torch.unique(mask).tolist()) == {-1.0, 0.0, 1.0}
+
+
+def test_fractional_edges_weight_cells_by_covered_fraction() -> None:
+    box = torch.tensor([[10.0, 4.0, 30.0, 16.0]])  # x from 1.25 to 3.75 cells, y from 0.5 to 2 cells
+    mask = _full_masks(box, "binary", 0.0, (4, 5))[0]
+    assert mask[0, 1].item() == pytest.approx(0.75 * 0.5)
+    assert mask[1, 2].item() == pytest.approx(1.0)
+    assert mask[1, 3].item() == pytest.approx(0.75)
+    assert mask[2, 2].item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("box", [[0.0, 0.0, 40.0, 40.0], [200.0, 210.0, 240.0, 240.0], [0.0, 100.0, 240.0, 130.0], [0.0, 0.0, 240.0, 240.0]])
+def test_rings_touching_borders_are_clipped_not_wrapped(box: list[float]) -> None:
+    mask = _full_masks(torch.tensor([box]), "ternary", 1 / 3, (30, 30))[0].numpy()
+    np.testing.assert_allclose(mask, reference_mask(box, "ternary", 1 / 3, 8, (30, 30)), atol=1 / 16)
+    if box == [0.0, 0.0, 40.0, 40.0]:  # the original code's negative-index wrap put -1 on the far side
+        assert np.all(mask[20:, :] == 0) and np.all(mask[:, 20:] == 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.floats(-20, 150),
+    st.floats(-20, 150),
+    st.floats(1, 120),
+    st.floats(1, 120),
+    st.sampled_from(["binary", "expanded", "ternary"]),
+    st.sampled_from([0.0, 1 / 6, 1 / 3, 1.0]),
+)
+def test_masks_equal_supersampled_reference(x: float, y: float, w: float, h: float, variant: str, alpha: float) -> None:
+    box = [x, y, x + w, y + h]
+    mask = _full_masks(torch.tensor([box], dtype=torch.float64), variant, alpha, (20, 20))[0].numpy()
+    # exact coverage vs a 16x16 supersampling: they differ by at most one sample row/column per edge
+    np.testing.assert_allclose(mask, reference_mask(box, variant, alpha, 8, (20, 20)), atol=2.5 / 16)
+    assert mask.min() >= -1 - 1e-9 and mask.max() <= 1 + 1e-9
+
+
+def test_masks_are_built_on_windows_consistently() -> None:
+    boxes = torch.tensor([[30.0, 20.0, 70.0, 64.0], [100.0, 100.0, 150.0, 120.0]])
+    full = _full_masks(boxes, "ternary", 1 / 3, (24, 24))
+    windows = instance_windows(boxes, torch.tensor([0, 0]), 8, (24, 24), margin=3)
+    part = box_masks(boxes, "ternary", 1 / 3, 8, windows.origin, windows.size)
+    h, w = windows.size
+    for i in range(2):
+        x0, y0 = windows.origin[i].tolist()
+        assert torch.allclose(part[i], full[i, y0 : y0 + h, x0 : x0 + w])
+
+
+def test_gather_windows_reads_the_right_cells() -> None:
+    features = torch.arange(2 * 3 * 6 * 7, dtype=torch.float32).reshape(2, 3, 6, 7)
+    boxes = torch.tensor([[8.0, 8.0, 16.0, 16.0], [40.0, 32.0, 56.0, 48.0]])
+    windows = instance_windows(boxes, torch.tensor([1, 0]), 8, (6, 7), margin=1)
+    cut = gather_windows(features, windows)
+    h, w = windows.size
+    for i, b in enumerate([1, 0]):
+        x0, y0 = windows.origin[i].tolist()
+        assert torch.equal(cut[i], features[b, :, y0 : y0 + h, x0 : x0 + w])
+
+
+def test_branch_on_windows_matches_branch_on_whole_map_inside_boxes() -> None:
+    torch.manual_seed(0)
+    branch = SegmentationBranch(16, (16, 8)).eval()
+    features = torch.relu(torch.randn(2, 16, 40, 40))
+    boxes = torch.tensor([[10.0, 12.0, 90.0, 60.0], [200.0, 250.0, 310.0, 318.0], [0.0, 0.0, 30.0, 300.0]])
+    index = torch.tensor([0, 1, 1])
+    masking = RoIMasking("ternary", 1 / 3, 8)
+    margin = branch.receptive_radius + 1
+    with torch.no_grad():
+        full_in, _ = masking(features, boxes, index, margin=None)
+        crop_in, windows = masking(features, boxes, index, margin=margin)
+        full_out, crop_out = branch(full_in), branch(crop_in)
+    h, w = windows.size
+    for i in range(3):
+        x0, y0 = windows.origin[i].tolist()
+        x1, y1 = int(boxes[i, 0] // 8) - 1, int(boxes[i, 1] // 8) - 1  # box plus one cell (for upsampling)
+        x2, y2 = int(-(-boxes[i, 2] // 8)) + 1, int(-(-boxes[i, 3] // 8)) + 1
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, 40), min(y2, 40)
+        region_full = full_out[i, :, y1:y2, x1:x2]
+        region_crop = crop_out[i, :, y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
+        torch.testing.assert_close(region_crop, region_full, rtol=1e-5, atol=1e-5)
+    single = torch.tensor([[100.0, 100.0, 140.0, 130.0]])
+    _, small = masking(features, single, torch.tensor([0]), margin=margin)
+    assert small.size[0] * small.size[1] < 40 * 40 / 2  # a small box costs a fraction of the map
+
+
+def test_pooling_baselines_give_fixed_size_regions() -> None:
+    features = torch.relu(torch.randn(1, 4, 20, 20))
+    boxes = torch.tensor([[10.0, 10.0, 90.0, 50.0]])
+    for variant in ("roialign", "roipool"):
+        region, windows = RoIMasking(variant, output_size=14)(features, boxes, torch.tensor([0]), margin=None)
+        assert region.shape == (1, 4, 14, 14) and windows is None
+
+
+def test_mask_loss_ignores_unweighted_cells() -> None:
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1, 0, 0] = 10.0  # confident foreground where the target is background...
+    targets = torch.zeros(1, 2, 2)
+    weights = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])  # ...but that cell is outside the box
+    assert mask_loss(logits, targets, weights).item() == pytest.approx(np.log(2), rel=1e-5)
+    assert mask_loss(logits[:0], targets[:0], weights[:0]).item() == 0.0
+
+
+def test_paste_masks_maps_windows_to_original_pixels() -> None:
+    probs = torch.ones(1, 1, 4, 4)
+    window = torch.tensor([[0.0, 0.0, 32.0, 32.0]])
+    box = torch.tensor([[8.0, 16.0, 24.0, 32.0]])  # network-input pixels
+    pasted = paste_masks(probs, window, box, scale=(0.5, 0.5), out_size=(64, 64))[0]
+    expected = torch.zeros(64, 64)
+    expected[32:64, 16:48] = 1  # the box in original pixels (scale 0.5 network px per pixel)
+    assert torch.equal(pasted, expected)
