@@ -232,7 +232,7 @@ def _explain(args: argparse.Namespace) -> int:
         if len(sample.boxes) == 0:
             continue
         largest = int((sample.masks.reshape(len(sample.masks), -1).sum(1)).argmax())
-        image = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(sample.image.copy()).permute(2, 0, 1).float() / 255.0
         box = torch.from_numpy(sample.boxes[largest])
         mask = torch.from_numpy(sample.masks[largest])
         maps = [gradient_map(model, image, box, mask, masking) for _, model, masking in runs]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
-from s4net.models.box_ops import NEGATIVE, POSITIVE, AnchorGenerator, BoxCoder, Matcher
+from s4net.models.box_ops import NEGATIVE, POSITIVE, BoxCoder, Matcher
 
 
 class DetectionHead(nn.Module):
