@@ -58,7 +58,7 @@ def _load(item: tuple[Any, Path]) -> tuple[Any, Path, np.ndarray | None, str | N
     try:
         return key, path, load_rgb(path), None
     except InputError as exc:
-        return key, path, None, exc.problem if hasattr(exc, "problem") else str(exc)
+        return key, path, None, exc.problem
 
 
 def run_detector(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import roi_align
 
 from s4net.config import S4NetConfig
 from s4net.models.backbones import build_backbone
@@ -145,7 +146,8 @@ class S4Net(nn.Module):
             return empty, empty
         rois = torch.cat([torch.arange(n, device=masks.device, dtype=masks.dtype)[:, None], extent], dim=1)
         if self.roi_masking.is_pooling:
-            targets = torchvision_roi_align(masks[:, None], rois, grid)
+            # Mask R-CNN's targets: the full-resolution GT mask RoIAligned into each box
+            targets = roi_align(masks[:, None], rois, grid, spatial_scale=1.0, sampling_ratio=2, aligned=True)[:, 0]
             return targets.clamp(0, 1), torch.ones_like(targets)
         # RoIMasking: area-average the mask over stride-8 cells, then read each window.
         cells = F.avg_pool2d(masks[:, None], SEG_STRIDE)[:, 0]
@@ -188,10 +190,3 @@ class S4Net(nn.Module):
         """Inference on float images in [0, 1]; switches to eval mode itself."""
         self.eval()
         return self(images)
-
-
-def torchvision_roi_align(masks: Tensor, rois: Tensor, grid: tuple[int, int]) -> Tensor:
-    """RoIAlign of full-resolution GT masks into each box (Mask R-CNN's mask targets)."""
-    from torchvision.ops import roi_align
-
-    return roi_align(masks, rois, grid, spatial_scale=1.0, sampling_ratio=2, aligned=True)[:, 0]
