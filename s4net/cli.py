@@ -54,6 +54,7 @@ def _train(args: argparse.Namespace) -> int:
             annotations=args.annotations, images=args.images, out=args.out, iterations=args.iterations,
             batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps), warmup_iterations=args.warmup,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed, hflip=not args.no_hflip,
+            scale_jitter=args.scale_jitter,
             device=args.device, amp=not args.no_amp, workers=args.workers, cache=args.cache,
             deterministic=args.deterministic, grad_clip=args.grad_clip, model=_model_config(args),
         )
@@ -99,6 +100,8 @@ def _add_train(commands) -> None:
     train.add_argument("--log-every", type=int, default=20)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-hflip", action="store_true")
+    train.add_argument("--scale-jitter", type=float, nargs=2, metavar=("LO", "HI"),
+                       help="random zoom of each sample by a factor in [LO, HI], cropped/padded back (default: none)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     train.add_argument("--workers", type=int, default=0, help="data-loading processes")
@@ -114,7 +117,7 @@ def _load_model(args: argparse.Namespace):
     from s4net.train import resolve_device
 
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint, map_location=device)
+    model = load_checkpoint(args.checkpoint, map_location=device).fold_batchnorm()
     if args.detections is not None:
         model.config.detections_per_image = args.detections
     return model, device

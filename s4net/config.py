@@ -44,6 +44,7 @@ class S4NetConfig:
         hard_negatives: keep only the k hardest negatives in Eq. 2's negative term
             (original code: 256); ``None`` averages over all negatives (paper).
         objectness_weight: weight of Eq. 2 (original code: 0.3).
+        mask_weight: weight of the segmentation branch's loss.
         box_loss_beta: smooth-L1 transition point (original code: 1/9).
         pre_nms_top_n: proposals kept per image before NMS.
         nms_iou: NMS IoU threshold (original code: 0.4).
@@ -76,6 +77,7 @@ class S4NetConfig:
     match_low_quality: bool = True
     hard_negatives: int | None = None
     objectness_weight: float = 1.0
+    mask_weight: float = 1.0
     box_loss_beta: float = 1.0 / 9.0
     pre_nms_top_n: int = 1000
     nms_iou: float = 0.5
@@ -138,6 +140,8 @@ class S4NetConfig:
             raise ValueError(f"S4NetConfig.hard_negatives={self.hard_negatives} must be >= 1 or None")
         if self.objectness_weight < 0:
             raise ValueError(f"S4NetConfig.objectness_weight={self.objectness_weight} must be >= 0")
+        if self.mask_weight < 0:
+            raise ValueError(f"S4NetConfig.mask_weight={self.mask_weight} must be >= 0")
         if self.alpha < 0:
             raise ValueError(f"S4NetConfig.alpha={self.alpha} must be >= 0")
         if self.compress_kernel not in (1, 3):

@@ -52,6 +52,8 @@ class TrainConfig:
         log_every: iterations between metrics lines.
         seed: seeds initialisation, sample order and flips.
         hflip: random horizontal flips (the paper's only augmentation).
+        scale_jitter: (lo, hi) random zoom of each sample, cropped or padded back to
+            the input size (None: none, as the paper).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:k]``.
         amp: mixed precision on CUDA (ignored on CPU).
         workers: data-loading processes.
@@ -76,6 +78,7 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     hflip: bool = True
+    scale_jitter: tuple[float, float] | None = None
     device: str = "auto"
     amp: bool = True
     workers: int = 0
@@ -87,6 +90,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.annotations, self.images, self.out = Path(self.annotations), Path(self.images), Path(self.out)
         self.lr_steps = tuple(int(s) for s in self.lr_steps)
+        if self.scale_jitter is not None:
+            lo, hi = (float(v) for v in self.scale_jitter)
+            if not 0 < lo <= hi:
+                raise ValueError(f"scale_jitter={self.scale_jitter} must be (lo, hi) with 0 < lo <= hi")
+            self.scale_jitter = (lo, hi)
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError("iterations and batch_size must be >= 1")
         if not self.lr > 0:
@@ -99,7 +107,7 @@ class TrainConfig:
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
         keep = ("iterations", "batch_size", "lr", "lr_steps", "gamma", "momentum", "weight_decay",
-                "warmup_iterations", "seed", "hflip", "grad_clip")
+                "warmup_iterations", "seed", "hflip", "scale_jitter", "grad_clip")
         values = {k: getattr(self, k) for k in keep}
         values["model"] = self.model.to_dict()
         return json_ready(values)
@@ -193,7 +201,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     source = SalientInstanceDataset(cfg.annotations, cfg.images)
     dataset = TrainingSet(source, cfg.model.image_size, cache=cfg.cache)
-    sampler = SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip)
+    sampler = SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip, cfg.scale_jitter)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",

@@ -18,6 +18,7 @@ from s4net.checkpoint import read_checkpoint, save_checkpoint
 from s4net.cli import main as s4net_main
 from s4net.config import BACKBONES, MASKINGS, S4NetConfig
 from s4net.errors import InputError
+from s4net.models.roi_masking import window_groups
 from s4net.train import TrainConfig, TrainingDiverged, train
 
 SMALL = dict(norm="bn", image_size=64, fpn_channels=32, head_channels=32, compress_channels=16, branch_channels=(16, 8))
@@ -87,13 +88,41 @@ def test_train_eval_contract() -> None:
 
 def test_branch_crop_does_not_change_predictions() -> None:
     torch.manual_seed(1)
-    config = S4NetConfig(backbone="resnet18", **{**SMALL, "image_size": 160})
+    config = S4NetConfig(backbone="resnet18", **{**SMALL, "image_size": 320})
     model = s4net.build_model(config).eval()
-    images = [torch.rand(3, 160, 160)]
-    cropped = model(images)[0]
+    images = [torch.rand(3, 320, 320), torch.rand(3, 200, 260)]
+    cropped = model(images)
+    boxes = torch.cat([o["boxes"] * torch.tensor([320 / w, 320 / h] * 2) for o, (h, w) in zip(cropped, [(320, 320), (200, 260)])])
+    assert len(window_groups(boxes, 8, (40, 40), model.branch_margin())) > 1  # several window sizes are exercised
     model.config.branch_crop = False
-    whole = model(images)[0]
-    torch.testing.assert_close(cropped["masks"], whole["masks"], rtol=1e-4, atol=1e-5)
+    whole = model(images)
+    for a, b in zip(cropped, whole):
+        torch.testing.assert_close(a["masks"], b["masks"], rtol=1e-4, atol=1e-5)
+
+
+def test_folding_batchnorm_keeps_detections_and_stops_training(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    for norm in ("frozen_bn", "bn"):
+        model = s4net.build_model(S4NetConfig(backbone="resnet18", **{**SMALL, "norm": norm}))
+        for module in model.modules():  # non-trivial statistics, so folding has something to do
+            if hasattr(module, "running_var"):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.2, 0.2)
+        model.eval()
+        images = [torch.rand(3, 64, 64)]
+        before = model(images)[0]
+        norms = sum(1 for m in model.modules() if hasattr(m, "running_var"))
+        model.fold_batchnorm()
+        assert sum(1 for m in model.modules() if hasattr(m, "running_var")) == 0 and norms == 20
+        after = model(images)[0]
+        torch.testing.assert_close(after["boxes"], before["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(after["masks"], before["masks"], rtol=1e-4, atol=1e-4)
+        with pytest.raises(RuntimeError, match="folded"):
+            model.train()
+        with pytest.raises(ValueError, match="folded"):
+            save_checkpoint(tmp_path / "folded.pt", model)
 
 
 def test_config_validation_names_the_field() -> None:
@@ -154,7 +183,7 @@ def _train_config(world: Path, out: Path, **changes) -> TrainConfig:
     salient = world / "salient"
     values = dict(
         annotations=salient / "train.json", images=salient / "images", out=out, iterations=6, batch_size=2,
-        lr=0.01, lr_steps=(4,), checkpoint_every=3, log_every=1, seed=3, device="cpu",
+        lr=0.01, lr_steps=(4,), checkpoint_every=3, log_every=1, seed=3, device="cpu", scale_jitter=(0.7, 1.3),
         model=S4NetConfig(backbone="resnet18", **SMALL),
     )
     values.update(changes)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from s4net.models.box_ops import IGNORE, NEGATIVE, POSITIVE, AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import box_loss, objectness_loss
-from s4net.models.roi_masking import RoIMasking, box_masks, gather_windows, instance_windows
+from s4net.models.roi_masking import RoIMasking, box_masks, gather_windows, instance_windows, window_groups
 from s4net.models.seg_branch import SegmentationBranch, mask_loss, paste_masks
 
 
@@ -207,6 +207,22 @@ def test_branch_on_windows_matches_branch_on_whole_map_inside_boxes() -> None:
     single = torch.tensor([[100.0, 100.0, 140.0, 130.0]])
     _, small = masking(features, single, torch.tensor([0]), margin=margin)
     assert small.size[0] * small.size[1] < 40 * 40 / 2  # a small box costs a fraction of the map
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=30))
+def test_window_groups_partition_instances_with_bounded_waste(raw: list[tuple[float, float, float, float]]) -> None:
+    boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    groups = window_groups(boxes, 8, (40, 40), margin=10, waste=1.5)
+    members = torch.cat(groups).sort().values
+    assert torch.equal(members, torch.arange(len(boxes)))
+    for group in groups:
+        own = instance_windows(boxes[group], torch.zeros(len(group), dtype=torch.long), 8, (40, 40), 10)
+        for i in group.tolist():
+            single = instance_windows(boxes[i : i + 1], torch.zeros(1, dtype=torch.long), 8, (40, 40), 10).size
+            assert own.size[0] >= single[0] and own.size[1] >= single[1]
+            assert own.size[0] * own.size[1] <= 1.5 * single[0] * single[1]
 
 
 def test_pooling_baselines_give_fixed_size_regions() -> None:

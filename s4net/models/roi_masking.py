@@ -104,6 +104,15 @@ class Windows:
         return torch.cat([xy, xy + torch.tensor([w * stride, h * stride], device=xy.device)], dim=1)
 
 
+def _window_spans(boxes: Tensor, stride: float, map_size: tuple[int, int], margin: int) -> tuple[Tensor, Tensor]:
+    """First cell and size (x, y) of each box's own window: the box plus ``margin`` cells, inside the map."""
+    map_h, map_w = map_size
+    limits = torch.tensor([map_w, map_h], device=boxes.device)
+    first = (torch.floor(boxes[:, :2] / stride).long() - margin).clamp(min=0)
+    last = torch.minimum(torch.ceil(boxes[:, 2:] / stride).long() + margin, limits)  # exclusive
+    return first, (last - first).clamp(min=1)
+
+
 def instance_windows(
     boxes: Tensor, image_index: Tensor, stride: float, map_size: tuple[int, int], margin: int | None
 ) -> Windows:
@@ -117,16 +126,38 @@ def instance_windows(
     if margin is None or n == 0:
         origin = torch.zeros((n, 2), dtype=torch.long, device=boxes.device)
         return Windows(image_index, origin, (map_h, map_w))
-    first = torch.floor(boxes[:, :2] / stride).long() - margin
-    last = torch.ceil(boxes[:, 2:] / stride).long() + margin  # exclusive
-    limits = torch.tensor([map_w, map_h], device=boxes.device)
-    first = torch.maximum(first, torch.zeros_like(first))
-    last = torch.minimum(last, limits)
-    extent = (last - first).clamp(min=1).amax(dim=0)
-    extent = torch.minimum(extent, limits)
-    origin = torch.minimum(first, limits - extent)
+    first, span = _window_spans(boxes, stride, map_size, margin)
+    extent = span.amax(dim=0)
+    origin = torch.minimum(first, torch.tensor([map_w, map_h], device=boxes.device) - extent)
     width, height = int(extent[0]), int(extent[1])
     return Windows(image_index, origin, (height, width))
+
+
+def window_groups(
+    boxes: Tensor, stride: float, map_size: tuple[int, int], margin: int | None, waste: float = 1.5
+) -> list[Tensor]:
+    """Split instances into groups whose shared window wastes at most ``waste`` x each one's own area.
+
+    Instances are taken largest window first; each joins the first group whose
+    window already covers its own and is at most ``waste`` times its area, or
+    starts a new group. Returns index tensors (every instance in exactly one).
+    """
+    n = boxes.shape[0]
+    if margin is None or n <= 1:
+        return [torch.arange(n, device=boxes.device)]
+    _, span = _window_spans(boxes, stride, map_size, margin)
+    sizes = span.tolist()
+    order = sorted(range(n), key=lambda i: -sizes[i][0] * sizes[i][1])
+    groups: list[tuple[int, int, list[int]]] = []  # (width, height, members)
+    for i in order:
+        w, h = sizes[i]
+        for gw, gh, members in groups:
+            if w <= gw and h <= gh and gw * gh <= waste * w * h:
+                members.append(i)
+                break
+        else:
+            groups.append((w, h, [i]))
+    return [torch.tensor(sorted(members), dtype=torch.long, device=boxes.device) for _, _, members in groups]
 
 
 def gather_windows(features: Tensor, windows: Windows) -> Tensor:

@@ -8,6 +8,8 @@ Tensor[K, 1, H, W] (foreground probabilities at the image's own resolution).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,13 +20,29 @@ from s4net.models.backbones import build_backbone
 from s4net.models.box_ops import AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import DetectionHead, box_loss, detection_targets, objectness_loss, select_proposals
 from s4net.models.fpn import FeaturePyramid
-from s4net.models.roi_masking import RoIMasking, Windows, box_masks, gather_windows
-from s4net.models.seg_branch import SegmentationBranch, mask_loss, paste_masks
+from s4net.models.fusion import fold_batchnorm
+from s4net.models.roi_masking import RoIMasking, Windows, box_masks, gather_windows, window_groups
+from s4net.models.seg_branch import SegmentationBranch, paste_masks, weighted_ce
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SEG_STRIDE = 8
 PASTE_BUDGET = 1 << 23  # pixels x instances pasted per resample call
+
+
+@dataclass(frozen=True)
+class BranchOutput:
+    """Segmentation-branch logits of a group of instances that share one window size.
+
+    Attributes:
+        members: Tensor[n] long, positions of the instances among the boxes given to ``segment``.
+        logits: Tensor[n, 2, h, w] background/foreground logits at stride 8.
+        extent: Tensor[n, 4] (x1, y1, x2, y2) network-input pixels each logit map covers.
+    """
+
+    members: Tensor
+    logits: Tensor
+    extent: Tensor
 
 
 class S4Net(nn.Module):
@@ -51,6 +69,19 @@ class S4Net(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._anchor_cache: dict[tuple, tuple[Tensor, list[int]]] = {}
+        self.inference_only = False
+
+    def train(self, mode: bool = True) -> "S4Net":
+        if mode and self.inference_only:
+            raise RuntimeError("this S4Net had its BatchNorm folded for inference; it cannot be trained any more")
+        return super().train(mode)
+
+    def fold_batchnorm(self) -> "S4Net":
+        """Fold every BatchNorm into the conv before it (eval mode, faster inference; no training after)."""
+        self.eval()
+        fold_batchnorm(self)
+        self.inference_only = True
+        return self
 
     # ----------------------------------------------------------------- inputs
     def preprocess(self, images: list[Tensor] | Tensor) -> tuple[Tensor, list[tuple[int, int]]]:
@@ -102,12 +133,23 @@ class S4Net(nn.Module):
         """Cells kept around each box so outputs in (and one cell around) the box are exact."""
         return self.branch.receptive_radius + 1 if self.config.branch_crop else None
 
-    def segment(self, features: Tensor, boxes: Tensor, image_index: Tensor) -> tuple[Tensor, Tensor]:
-        """Branch logits Tensor[N, 2, h, w] for boxes (network-input pixels) and the windows they cover."""
-        region, windows = self.roi_masking(features, boxes, image_index, self.branch_margin())
-        logits = self.branch(region)
-        extent = boxes if windows is None else windows.pixel_boxes(SEG_STRIDE)
-        return logits, extent
+    def segment(self, features: Tensor, boxes: Tensor, image_index: Tensor) -> list[BranchOutput]:
+        """Branch logits for boxes (network-input pixels), one :class:`BranchOutput` per window size.
+
+        With ``branch_crop`` each instance runs on a window around its box plus the
+        branch's receptive field; instances of similar window size share one forward.
+        """
+        margin = self.branch_margin()
+        if self.roi_masking.is_pooling:
+            groups = [torch.arange(boxes.shape[0], device=boxes.device)]
+        else:
+            groups = window_groups(boxes, SEG_STRIDE, tuple(features.shape[-2:]), margin)
+        outputs = []
+        for members in groups:
+            region, windows = self.roi_masking(features, boxes[members], image_index[members], margin)
+            extent = boxes[members] if windows is None else windows.pixel_boxes(SEG_STRIDE)
+            outputs.append(BranchOutput(members, self.branch(region), extent))
+        return outputs
 
     def _scaled_targets(self, targets: list[dict[str, Tensor]], original_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor]]:
         size = self.config.image_size
@@ -133,9 +175,12 @@ class S4Net(nn.Module):
         boxes = torch.cat(gt_boxes)
         image_index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=boxes.device) for i, b in enumerate(gt_boxes)])
         masks = torch.cat(gt_masks)
-        seg_logits, extent = self.segment(features, boxes, image_index)
-        seg_targets, weights = self._mask_targets(masks, boxes, extent, seg_logits.shape[-2:])
-        losses["loss_mask"] = mask_loss(seg_logits, seg_targets, weights)
+        total = weight = features.sum() * 0.0
+        for out in self.segment(features, boxes, image_index):
+            seg_targets, weights = self._mask_targets(masks[out.members], boxes[out.members], out.extent, out.logits.shape[-2:])
+            part, part_weight = weighted_ce(out.logits, seg_targets, weights)
+            total, weight = total + part, weight + part_weight
+        losses["loss_mask"] = cfg.mask_weight * total / weight.clamp(min=1e-6)
         return losses
 
     def _mask_targets(self, masks: Tensor, boxes: Tensor, extent: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -169,20 +214,23 @@ class S4Net(nn.Module):
         image_index = torch.cat(
             [torch.full((len(b),), i, dtype=torch.long, device=boxes.device) for i, (b, _) in enumerate(proposals)]
         )
-        seg_logits, extent = self.segment(features, boxes, image_index)
-        probs = torch.softmax(seg_logits.float(), dim=1)[:, 1:2]
+        local = torch.cat([torch.arange(len(b), device=boxes.device) for b, _ in proposals])
+        pasted = [boxes.new_zeros((len(b), h, w)) for (b, _), (h, w) in zip(proposals, original_sizes)]
+        for out in self.segment(features, boxes, image_index):
+            probs = torch.softmax(out.logits.float(), dim=1)[:, 1:2]
+            owner = image_index[out.members]
+            for i in owner.unique().tolist():
+                mine = (owner == i).nonzero()[:, 0]
+                h, w = original_sizes[i]
+                step = max(1, PASTE_BUDGET // max(1, h * w))
+                for start in range(0, len(mine), step):
+                    part = mine[start : start + step]
+                    slots = local[out.members[part]]
+                    pasted[i][slots] = paste_masks(probs[part], out.extent[part], boxes[out.members[part]], (size / w, size / h), (h, w))
         results = []
-        for i, ((img_boxes, scores), (h, w)) in enumerate(zip(proposals, original_sizes)):
-            mine = image_index == i
-            scale = (size / w, size / h)
-            chunks = []
-            step = max(1, PASTE_BUDGET // max(1, h * w))
-            p, e, b = probs[mine], extent[mine], img_boxes
-            for start in range(0, len(b), step):
-                chunks.append(paste_masks(p[start : start + step], e[start : start + step], b[start : start + step], scale, (h, w)))
-            masks = torch.cat(chunks) if chunks else probs.new_zeros((0, h, w))
-            back = torch.tensor([w / size, h / size, w / size, h / size], device=b.device)
-            results.append({"boxes": b * back, "scores": scores, "masks": masks[:, None]})
+        for ((img_boxes, scores), (h, w), masks) in zip(proposals, original_sizes, pasted):
+            back = torch.tensor([w / size, h / size, w / size, h / size], device=img_boxes.device)
+            results.append({"boxes": img_boxes * back, "scores": scores, "masks": masks[:, None]})
         return results
 
     @torch.inference_mode()

@@ -60,25 +60,55 @@ class SegmentationBranch(nn.Module):
         return self.logits(x)
 
 
-def mask_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
-    """Weighted 2-class cross-entropy, normalised by the total weight (the original code's mask loss).
+def weighted_ce(logits: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """(sum of weighted 2-class cross-entropy, sum of weights) over a set of instances.
 
     Args:
         logits: Tensor[N, 2, h, w].
         targets: Tensor[N, h, w] foreground probability in [0, 1] (soft at cut cells).
         weights: Tensor[N, h, w] (the inside-box coverage: the ring and outside are unsupervised).
     """
-    if logits.shape[0] == 0:
-        return logits.sum() * 0.0
     log_p = F.log_softmax(logits.float(), dim=1)
     ce = -(targets * log_p[:, 1] + (1.0 - targets) * log_p[:, 0])
-    return (ce * weights).sum() / weights.sum().clamp(min=1e-6)
+    return (ce * weights).sum(), weights.sum()
+
+
+def mask_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+    """Weighted 2-class cross-entropy normalised by the total weight (the original code's mask loss)."""
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    total, weight = weighted_ce(logits, targets, weights)
+    return total / weight.clamp(min=1e-6)
+
+
+def _axis_weights(lo: Tensor, hi: Tensor, box_lo: Tensor, box_hi: Tensor, cells: int, count: int, scale: float) -> Tensor:
+    """Tensor[N, count, cells]: bilinear weights (border-clamped) of each output pixel on one axis.
+
+    Output pixel ``j`` sits at network-input coordinate ``(j + 0.5) * scale``; the map's
+    ``cells`` cover ``[lo, hi]``. Rows of pixels outside ``[box_lo, box_hi)`` are zero.
+    """
+    device = lo.device
+    centres = (torch.arange(count, device=device, dtype=torch.float32) + 0.5) * scale  # [count]
+    source = (centres[None] - lo[:, None]) / (hi - lo)[:, None] * cells - 0.5  # [N, count] in cells
+    source = source.clamp(0.0, cells - 1.0)
+    first = source.floor().long().clamp(max=cells - 1)
+    frac = source - first
+    second = (first + 1).clamp(max=cells - 1)
+    inside = ((centres[None] >= box_lo[:, None]) & (centres[None] < box_hi[:, None])).float()
+    weights = torch.zeros((lo.shape[0], count, cells), device=device, dtype=torch.float32)
+    weights.scatter_add_(2, first[..., None], ((1.0 - frac) * inside)[..., None])
+    weights.scatter_add_(2, second[..., None], (frac * inside)[..., None])
+    return weights
 
 
 def paste_masks(
     probs: Tensor, windows: Tensor, boxes: Tensor, scale: tuple[float, float], out_size: tuple[int, int]
 ) -> Tensor:
-    """Paste per-instance probability maps into the original image frame, in one batched resample.
+    """Paste per-instance probability maps into the original image frame.
+
+    Bilinear resampling of an axis-aligned map is separable, so each paste is two
+    small batched matrix products ``Ry @ P @ Rx^T`` whose weight matrices also
+    carry the box crop (zero rows outside the box).
 
     Args:
         probs: Tensor[N, 1, h, w] foreground probabilities covering ``windows``.
@@ -93,15 +123,10 @@ def paste_masks(
     n = probs.shape[0]
     height, width = out_size
     if n == 0:
-        return probs.new_zeros((0, height, width))
+        return probs.new_zeros((0, height, width), dtype=torch.float32)
     sx, sy = scale
-    device = probs.device
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * sx  # [W] network-input x
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * sy
-    wx = (xs[None] - windows[:, 0:1]) / (windows[:, 2:3] - windows[:, 0:1]) * 2 - 1  # [N, W]
-    wy = (ys[None] - windows[:, 1:2]) / (windows[:, 3:4] - windows[:, 1:2]) * 2 - 1  # [N, H]
-    grid = torch.stack(torch.broadcast_tensors(wx[:, None, :], wy[:, :, None]), dim=-1)  # [N, H, W, 2]
-    pasted = F.grid_sample(probs.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
-    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] < boxes[:, 2:3])
-    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] < boxes[:, 3:4])
-    return pasted * (inside_y[:, :, None] & inside_x[:, None, :])
+    h, w = probs.shape[-2:]
+    windows, boxes = windows.float(), boxes.float()
+    rows = _axis_weights(windows[:, 1], windows[:, 3], boxes[:, 1], boxes[:, 3], h, height, sy)  # [N, H, h]
+    cols = _axis_weights(windows[:, 0], windows[:, 2], boxes[:, 0], boxes[:, 2], w, width, sx)  # [N, W, w]
+    return torch.bmm(torch.bmm(rows, probs[:, 0].float()), cols.transpose(1, 2))
