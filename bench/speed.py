@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -26,6 +25,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s4net import S4NetConfig, build_model, __version__  # noqa: E402
+from report import emit  # noqa: E402  (bench/report.py)
 from s4net.models.fusion import fold_batchnorm  # noqa: E402
 
 
@@ -212,11 +212,7 @@ def main() -> int:
                 t = timed(lambda: model.segment(features, boxes, index), args.warmup, args.repeats, device)
                 runs.append({"model": "s4net segmentation branch", "proposals": count, "branch_crop": crop, **t})
 
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.out)
     return 0
 
 

@@ -47,7 +47,7 @@ def _model_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from s4net.errors import InputError
-    from s4net.train import TrainConfig, TrainingDiverged, train
+    from s4net.train import TrainConfig, TrainingDiverged, resolve_cpu_bf16, train
 
     try:
         cfg = TrainConfig(
@@ -55,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps), warmup_iterations=args.warmup,
             checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed, hflip=not args.no_hflip,
             scale_jitter=args.scale_jitter,
-            device=args.device, amp=not args.no_amp, workers=args.workers, cache=args.cache,
+            device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers, cache=args.cache,
             deterministic=args.deterministic, grad_clip=args.grad_clip, model=_model_config(args),
         )
     except ValueError as exc:
@@ -104,6 +104,8 @@ def _add_train(commands) -> None:
                        help="random zoom of each sample by a factor in [LO, HI], cropped/padded back (default: none)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    train.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
+                       help="bfloat16 autocast on CPU; auto: on where oneDNN supports bf16 (AVX512 or AMX CPUs; default: off)")
     train.add_argument("--workers", type=int, default=0, help="data-loading processes")
     train.add_argument("--cache", action="store_true", help="keep resized samples in memory (small sets)")
     train.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")

@@ -194,8 +194,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return read_checkpoint(path)["model"]
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tiny_world: Path, tmp_path: Path, monkeypatch) -> None:
-    straight = train(_train_config(tiny_world, tmp_path / "straight"), progress=False)
+@pytest.mark.parametrize("cpu_bf16", [False, True], ids=["fp32", "bf16"])
+def test_resume_after_kill_equals_uninterrupted_run(tiny_world: Path, tmp_path: Path, monkeypatch, cpu_bf16: bool) -> None:
+    straight = train(_train_config(tiny_world, tmp_path / "straight", cpu_bf16=cpu_bf16), progress=False)
 
     import s4net.train as train_module
 
@@ -208,11 +209,11 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_world: Path, tmp_path: 
 
     monkeypatch.setattr(train_module, "learning_rate_factor", killed_at_4)
     with pytest.raises(KeyboardInterrupt):
-        train(_train_config(tiny_world, tmp_path / "resumed"), progress=False)
+        train(_train_config(tiny_world, tmp_path / "resumed", cpu_bf16=cpu_bf16), progress=False)
     assert read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["iteration"] == 3
     assert not (tmp_path / "resumed" / "model_final.pt").exists()
     monkeypatch.setattr(train_module, "learning_rate_factor", real)
-    resumed = train(_train_config(tiny_world, tmp_path / "resumed"), progress=False)
+    resumed = train(_train_config(tiny_world, tmp_path / "resumed", cpu_bf16=cpu_bf16), progress=False)
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     for key in a:
@@ -220,9 +221,21 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_world: Path, tmp_path: 
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
     # a finished run is not redone; a run with other settings refuses to resume
-    assert train(_train_config(tiny_world, tmp_path / "resumed"), progress=False) == resumed
+    assert all(v.dtype != torch.bfloat16 for v in a.values()), "autocast must leave the weights in float32"
+    assert train(_train_config(tiny_world, tmp_path / "resumed", cpu_bf16=cpu_bf16), progress=False) == resumed
     with pytest.raises(InputError, match="different training settings"):
-        train(_train_config(tiny_world, tmp_path / "resumed", lr=0.02), progress=False)
+        train(_train_config(tiny_world, tmp_path / "resumed", cpu_bf16=cpu_bf16, lr=0.02), progress=False)
+    with pytest.raises(InputError, match="different training settings"):
+        train(_train_config(tiny_world, tmp_path / "resumed", cpu_bf16=not cpu_bf16), progress=False)
+
+
+def test_cpu_bf16_choice() -> None:
+    from s4net.train import resolve_cpu_bf16
+
+    assert resolve_cpu_bf16("on") is True and resolve_cpu_bf16("off") is False
+    assert isinstance(resolve_cpu_bf16("auto"), bool)
+    with pytest.raises(ValueError, match="on, off or auto"):
+        resolve_cpu_bf16("yes")
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tiny_world: Path, tmp_path: Path, monkeypatch) -> None:
@@ -300,7 +313,7 @@ def test_gradient_maps_binary_vs_ternary(tiny_world: Path, tmp_path: Path, rando
     model = s4net.load_checkpoint(random_checkpoint)
     salient = tiny_world / "salient"
     sample = SalientInstanceDataset(salient / "test.json", salient / "images")[0]
-    image = torch.from_numpy(sample.image).permute(2, 0, 1).float() / 255
+    image = torch.from_numpy(sample.image.copy()).permute(2, 0, 1).float() / 255
     box, mask = torch.from_numpy(sample.boxes[0]), torch.from_numpy(sample.masks[0])
     binary = gradient_map(model, image, box, mask, "binary")
     ternary = gradient_map(model, image, box, mask, "ternary")

@@ -167,6 +167,7 @@ class S4Net(nn.Module):
         cfg = self.config
         gt_boxes, gt_masks = self._scaled_targets(targets, original_sizes)
         labels, box_targets = detection_targets(anchors, gt_boxes, self.matcher, self.box_coder)
+        logits, deltas = logits.float(), deltas.float()  # losses in float32 under any autocast
         pos, neg = objectness_loss(logits, labels, cfg.hard_negatives)
         losses = {
             "loss_objectness": cfg.objectness_weight * (pos + neg),

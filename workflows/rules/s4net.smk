@@ -20,6 +20,8 @@ rule train_s4net:
         lr_steps=" ".join(str(s) for s in S4NET["lr_steps"]),
         warmup=S4NET["warmup"],
         grad_clip=S4NET["grad_clip"],
+        cpu_bf16=S4NET["cpu_bf16"],
+        scale_jitter=("--scale-jitter " + " ".join(str(s) for s in S4NET["scale_jitter"])) if S4NET["scale_jitter"] else "",
     threads: 2
     resources:
         mem_mb=4000,
@@ -28,7 +30,7 @@ rule train_s4net:
         "s4net train --annotations {params.annotations:q} --images {params.images:q} --out {params.out:q} "
         "--model-config {input.model_config:q} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
-        "--grad-clip {params.grad_clip} --checkpoint-every 100 --seed {params.seed} --cache --quiet > {log:q} 2>&1"
+        "--grad-clip {params.grad_clip} --cpu-bf16 {params.cpu_bf16} {params.scale_jitter} --checkpoint-every 100 --seed {params.seed} --cache --quiet > {log:q} 2>&1"
 
 
 rule evaluate_s4net:

@@ -1,0 +1,110 @@
+"""Training-step time of S4Net in float32 against bfloat16 autocast, in one run.
+
+The demo's recipe by default (ResNet-18, 128x128, batch 8, the demo model config) on
+random images with random boxes and masks; the two precisions are timed in turns so
+that drifts of the machine hit both alike. Prints (and optionally writes) JSON.
+
+    python bench/train_step.py --threads 2 --out bench/results/train_step_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from s4net import S4NetConfig, build_model, __version__  # noqa: E402
+from report import emit  # noqa: E402  (bench/report.py)
+from s4net.train import autocast_context  # noqa: E402
+
+
+def random_batch(batch: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Images in [0, 1] with 1-3 rectangular instances each (boxes and their masks)."""
+    images = torch.rand(batch, 3, size, size, generator=generator)
+    targets = []
+    for _ in range(batch):
+        count = int(torch.randint(1, 4, (1,), generator=generator))
+        xy = torch.rand(count, 2, generator=generator) * size * 0.6
+        wh = size * (0.2 + torch.rand(count, 2, generator=generator) * 0.35)
+        boxes = torch.cat([xy, (xy + wh).clamp(max=size)], 1).floor()
+        masks = torch.zeros(count, size, size, dtype=torch.uint8)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+            masks[k, y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes, "masks": masks})
+    return images, targets
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-config", type=Path, default=ROOT / "workflows/configs/s4net_demo_model.yaml")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    values = yaml.safe_load(args.model_config.read_text(encoding="utf-8")) or {}
+    config = S4NetConfig.from_dict({**values, "image_size": args.size})
+    images, targets = random_batch(args.batch, args.size, torch.Generator().manual_seed(0))
+    device = torch.device("cpu")
+    models = {}
+    for name in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = build_model(config).train()
+        models[name] = (model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
+
+    def step(name: str) -> None:
+        model, optimizer = models[name]
+        with autocast_context(device, False, name == "bf16"):
+            losses = model(images, targets)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        for name in models:
+            step(name)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name in models:
+            start = time.perf_counter()
+            step(name)
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    report = {
+        "benchmark": "s4net training step, float32 vs bfloat16 autocast (CPU)",
+        "s4net_version": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "model_config": str(args.model_config.relative_to(ROOT) if args.model_config.is_relative_to(ROOT) else args.model_config),
+        "input": [args.size, args.size],
+        "batch": args.batch,
+        "runs": [
+            {"precision": name, "median_s": medians[name], "min_s": min(t), "max_s": max(t), "repeats": args.repeats,
+             "images_per_s": args.batch / medians[name]}
+            for name, t in times.items()
+        ],
+        "bf16_speedup": medians["fp32"] / medians["bf16"],
+    }
+    emit(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
