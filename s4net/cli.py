@@ -53,7 +53,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(
             annotations=args.annotations, images=args.images, out=args.out, iterations=args.iterations,
             batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps), warmup_iterations=args.warmup,
-            checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed, hflip=not args.no_hflip,
+            checkpoint_every=args.checkpoint_every, keep_snapshots=args.keep_snapshots, log_every=args.log_every,
+            seed=args.seed, hflip=not args.no_hflip,
             scale_jitter=args.scale_jitter,
             device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers, cache=args.cache,
             deterministic=args.deterministic, grad_clip=args.grad_clip, model=_model_config(args),
@@ -97,6 +98,7 @@ def _add_train(commands) -> None:
     train.add_argument("--lr-steps", type=int, nargs="*", default=[10000], help="iterations where lr is divided by 10")
     train.add_argument("--warmup", type=int, default=0, help="linear warm-up iterations")
     train.add_argument("--checkpoint-every", type=int, default=1000)
+    train.add_argument("--keep-snapshots", type=int, default=3, help="periodic snapshots kept, newest first (0: all)")
     train.add_argument("--log-every", type=int, default=20)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-hflip", action="store_true")

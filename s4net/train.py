@@ -6,7 +6,8 @@ Layout of an output folder::
       train_config.json       the run's settings (a resumed run must match them)
       metrics.jsonl           one line per logged iteration
       checkpoints/last.pt     full state (model, optimizer, scaler, iteration), atomic
-      checkpoints/iter_N.pt   periodic snapshots of the same
+      checkpoints/iter_N.pt   periodic snapshots of the same (hard links where possible; the
+                              newest ``keep_snapshots`` are kept)
       model_final.pt          model-only checkpoint written at the end
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ class TrainConfig:
         lr: base learning rate; ``lr_steps`` iterations at which it is multiplied by ``gamma``.
         warmup_iterations: linear warm-up from lr/100 (0: none, as the paper).
         checkpoint_every: iterations between snapshots (0: only the final one).
+        keep_snapshots: how many periodic snapshots to keep, newest first (0: all).
         log_every: iterations between metrics lines.
         seed: seeds initialisation, sample order and flips.
         hflip: random horizontal flips (the paper's only augmentation).
@@ -77,6 +80,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_iterations: int = 0
     checkpoint_every: int = 1000
+    keep_snapshots: int = 3
     log_every: int = 20
     seed: int = 0
     hflip: bool = True
@@ -104,8 +108,8 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} must be > 0")
         if list(self.lr_steps) != sorted(self.lr_steps) or any(s < 1 for s in self.lr_steps):
             raise ValueError(f"lr_steps={self.lr_steps} must be increasing positive iterations")
-        if self.checkpoint_every < 0 or self.log_every < 1 or self.workers < 0 or self.warmup_iterations < 0:
-            raise ValueError("checkpoint_every, warmup_iterations and workers must be >= 0, log_every >= 1")
+        if min(self.checkpoint_every, self.keep_snapshots, self.workers, self.warmup_iterations) < 0 or self.log_every < 1:
+            raise ValueError("checkpoint_every, keep_snapshots, warmup_iterations and workers must be >= 0, log_every >= 1")
 
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
@@ -139,6 +143,14 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
             continue
         (decay if parameter.dim() > 1 else no_decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def prune_snapshots(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` periodic snapshots ``iter_N.pt`` (0: keep all)."""
+    if keep <= 0:
+        return
+    for old in sorted(folder.glob("iter_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def autocast_context(device: torch.device, cuda_amp: bool, cpu_bf16: bool) -> torch.autocast:
@@ -242,7 +254,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         }
         save_checkpoint(last_path, model, **state)
         if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
-            save_checkpoint(checkpoints / f"iter_{iteration:07d}.pt", model, **state)
+            target = checkpoints / f"iter_{iteration:07d}.pt"
+            target.unlink(missing_ok=True)
+            try:  # last.pt is replaced by rename, never rewritten, so a hard link stays this snapshot
+                os.link(last_path, target)
+            except OSError:
+                save_checkpoint(target, model, **state)
+            prune_snapshots(checkpoints, cfg.keep_snapshots)
 
     model.train()
     sums: dict[str, float] = {}

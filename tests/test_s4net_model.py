@@ -229,6 +229,19 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_world: Path, tmp_path: 
         train(_train_config(tiny_world, tmp_path / "resumed", cpu_bf16=not cpu_bf16), progress=False)
 
 
+def test_periodic_snapshots_are_pruned_and_keep_their_own_state(tiny_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_train_config(tiny_world, out, checkpoint_every=1, keep_snapshots=2, scale_jitter=None), progress=False)
+    folder = out / "checkpoints"
+    assert sorted(p.name for p in folder.glob("iter_*.pt")) == ["iter_0000004.pt", "iter_0000005.pt"]
+    snapshot, last = read_checkpoint(folder / "iter_0000005.pt"), read_checkpoint(folder / "last.pt")
+    assert (snapshot["iteration"], last["iteration"]) == (5, 6)
+    # the snapshot is not the file last.pt became afterwards (hard links must not alias later writes)
+    assert any(not torch.equal(snapshot["model"][k], last["model"][k]) for k in last["model"])
+    with pytest.raises(ValueError, match="keep_snapshots"):
+        _train_config(tiny_world, out, keep_snapshots=-1)
+
+
 def test_cpu_bf16_choice() -> None:
     from s4net.train import resolve_cpu_bf16
 
