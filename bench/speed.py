@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
@@ -26,44 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from s4net import S4NetConfig, build_model, __version__  # noqa: E402
 from report import emit  # noqa: E402  (bench/report.py)
+from timing import interleaved, timed  # noqa: E402  (bench/timing.py)
 from s4net.models.fusion import fold_batchnorm  # noqa: E402
-
-
-def timed(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median and spread of ``repeats`` calls after ``warmup`` calls (synchronising CUDA)."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
-
-
-def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: torch.device) -> dict[str, dict[str, float]]:
-    """Like :func:`timed` for several callables, taken in turns so that drifts of the machine hit all alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {
-        name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": repeats}
-        for name, t in times.items()
-    }
 
 
 def s4net_model(backbone: str, size: int, detections: int, device: torch.device, crop: bool = True) -> torch.nn.Module:

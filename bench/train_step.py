@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from s4net import S4NetConfig, build_model, __version__  # noqa: E402
 from report import emit  # noqa: E402  (bench/report.py)
+from timing import interleaved  # noqa: E402  (bench/timing.py)
 from s4net.train import autocast_context  # noqa: E402
 
 
@@ -75,16 +74,7 @@ def main() -> int:
         sum(losses.values()).backward()
         optimizer.step()
 
-    for _ in range(args.warmup):
-        for name in models:
-            step(name)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.repeats):
-        for name in models:
-            start = time.perf_counter()
-            step(name)
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    times = interleaved({name: (lambda name=name: step(name)) for name in models}, args.warmup, args.repeats, device)
     report = {
         "benchmark": "s4net training step, float32 vs bfloat16 autocast (CPU)",
         "s4net_version": __version__,
@@ -96,11 +86,9 @@ def main() -> int:
         "input": [args.size, args.size],
         "batch": args.batch,
         "runs": [
-            {"precision": name, "median_s": medians[name], "min_s": min(t), "max_s": max(t), "repeats": args.repeats,
-             "images_per_s": args.batch / medians[name]}
-            for name, t in times.items()
+            {"precision": name, **t, "images_per_s": args.batch / t["median_s"]} for name, t in times.items()
         ],
-        "bf16_speedup": medians["fp32"] / medians["bf16"],
+        "bf16_speedup": times["fp32"]["median_s"] / times["bf16"]["median_s"],
     }
     emit(report, args.out)
     return 0

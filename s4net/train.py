@@ -53,14 +53,14 @@ class TrainConfig:
         checkpoint_every: iterations between snapshots (0: only the final one).
         keep_snapshots: how many periodic snapshots to keep, newest first (0: all).
         log_every: iterations between metrics lines.
-        seed: seeds initialisation, sample order and flips.
+        seed: seeds initialisation, sample order, flips and zooms.
         hflip: random horizontal flips (the paper's only augmentation).
         scale_jitter: (lo, hi) random zoom of each sample, cropped or padded back to
             the input size (None: none, as the paper).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:k]``.
         amp: mixed precision on CUDA (ignored on CPU).
-        cpu_bf16: bfloat16 autocast on CPU (about 1.7x faster steps where the CPU has
-            AVX512-BF16 or AMX; weights, optimizer state and losses stay float32).
+        cpu_bf16: bfloat16 autocast on CPU (faster steps where the CPU has AVX512-BF16
+            or AMX, see ``bench/train_step.py``; weights, optimizer state and losses stay float32).
         workers: data-loading processes.
         cache: keep resized samples in memory.
         deterministic: switch on torch's deterministic algorithms.

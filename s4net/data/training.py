@@ -120,9 +120,8 @@ class TrainingSet(torch.utils.data.Dataset):
             self._cache[index] = item
         return item
 
-    def __getitem__(self, key: tuple[int, bool] | tuple[int, bool, Zoom | None]) -> TrainItem:
-        index, flip = key[0], key[1]
-        zoom = key[2] if len(key) > 2 else None
+    def __getitem__(self, key: tuple[int, bool, Zoom | None]) -> TrainItem:
+        index, flip, zoom = key
         image, boxes, masks, image_id = self._resized(index)
         if flip:
             image = image[:, ::-1]
