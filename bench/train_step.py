@@ -54,6 +54,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    if not args.model_config.is_file():
+        parser.error(f"{args.model_config}: model config not found")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     values = yaml.safe_load(args.model_config.read_text(encoding="utf-8")) or {}

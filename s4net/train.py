@@ -108,8 +108,11 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} must be > 0")
         if list(self.lr_steps) != sorted(self.lr_steps) or any(s < 1 for s in self.lr_steps):
             raise ValueError(f"lr_steps={self.lr_steps} must be increasing positive iterations")
-        if min(self.checkpoint_every, self.keep_snapshots, self.workers, self.warmup_iterations) < 0 or self.log_every < 1:
-            raise ValueError("checkpoint_every, keep_snapshots, warmup_iterations and workers must be >= 0, log_every >= 1")
+        for name in ("checkpoint_every", "keep_snapshots", "warmup_iterations", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.log_every < 1:
+            raise ValueError(f"log_every={self.log_every} must be >= 1")
 
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
