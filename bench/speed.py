@@ -5,42 +5,94 @@ same random 320x320 inputs, so the ratios are meaningful even where absolute
 numbers are not. Mask R-CNN is forced to return 20 detections
 (``box_score_thresh=0``, ``box_detections_per_img=20``) as S4Net does.
 
+S4Net's cost depends on the size of its proposals (the segmentation branch runs on a
+window around each), and with random weights the proposals are not boxes a trained
+model would give (mostly thin strips across the whole image). So S4Net is also timed
+with its proposals replaced by seeded random boxes of fixed size ranges: ``objects``
+(16-112 px sides, small and medium COCO objects at 320 px) and ``salient``
+(150-300 px sides, the size of the salient objects in SOD-style photos). Mask R-CNN's
+cost does not depend on the box sizes.
+
     python bench/speed.py --threads 2 --out bench/results/speed_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import platform
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import s4net.models.s4net as s4net_module  # noqa: E402
 from s4net import S4NetConfig, build_model, __version__  # noqa: E402
 from report import emit  # noqa: E402  (bench/report.py)
 from timing import interleaved, timed  # noqa: E402  (bench/timing.py)
 from s4net.models.fusion import fold_batchnorm  # noqa: E402
 
-
-def s4net_model(backbone: str, size: int, detections: int, device: torch.device, crop: bool = True) -> torch.nn.Module:
-    """S4Net as ``s4net predict`` runs it: eval mode, frozen BatchNorm folded into the convs."""
-    config = S4NetConfig(backbone=backbone, image_size=size, detections_per_image=detections, branch_crop=crop)
-    return build_model(config).to(device).fold_batchnorm()
+BOX_SIDES = {"objects": (16.0, 112.0), "salient": (150.0, 300.0)}
+TARGET_TIME_VS_BARE = 1.6
+TARGET_SPEEDUP_VS_MASKRCNN = 4.0
 
 
-def stage_times(model: torch.nn.Module, images: torch.Tensor, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each S4Net stage, run one after the other on the same input."""
+def s4net_model(backbone: str, size: int, detections: int, device: torch.device) -> s4net_module.S4Net:
+    """S4Net as ``s4net predict`` runs it: eval mode, BatchNorm folded, channels last.
+
+    Built outside inference mode, as a loaded checkpoint is (so the branch keeps its background cached).
+    """
+    config = S4NetConfig(backbone=backbone, image_size=size, detections_per_image=detections)
+    with torch.inference_mode(False):
+        return build_model(config).to(device).for_inference(channels_last=True)
+
+
+def random_boxes(count: int, sides: tuple[float, float], size: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Tensor[count, 4] seeded boxes with sides uniform in ``sides`` (px), inside a ``size`` square."""
+    generator = torch.Generator().manual_seed(seed)
+    wh = sides[0] + torch.rand(count, 2, generator=generator) * (sides[1] - sides[0])
+    xy = torch.rand(count, 2, generator=generator) * (size - wh).clamp(min=0)
+    return torch.cat([xy, xy + wh], 1).to(device)
+
+
+@contextlib.contextmanager
+def fixed_proposals(boxes: torch.Tensor) -> Iterator[None]:
+    """Make S4Net's proposal step return ``boxes`` (with falling scores) for every image."""
+    original = s4net_module.select_proposals
+
+    def select(logits, *args, **kwargs):
+        scores = torch.linspace(0.9, 0.1, len(boxes), device=boxes.device)
+        return [(boxes, scores) for _ in range(logits.shape[0])]
+
+    s4net_module.select_proposals = select
+    try:
+        yield
+    finally:
+        s4net_module.select_proposals = original
+
+
+def with_proposals(fn: Callable[[], object], boxes: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with fixed_proposals(boxes):
+            return fn()
+
+    return run
+
+
+def stage_times(model: s4net_module.S4Net, images: torch.Tensor, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each S4Net stage (random-weight proposals), run one after the other on the same input."""
     import torch.nn.functional as F
 
     from s4net.models.detection import select_proposals
 
     cfg = model.config
     batch, sizes = model.preprocess(images)
+    batch = batch.contiguous(memory_format=torch.channels_last) if model.channels_last else batch
     c = model.backbone(batch)
     levels = model.fpn(c)
     pyramid = list(levels.values())
@@ -62,11 +114,38 @@ def stage_times(model: torch.nn.Module, images: torch.Tensor, warmup: int, repea
         "head": lambda: model.head(pyramid),
         "compress": lambda: F.relu(model.compress(levels["p3"])),
         "proposals": proposals,
-        "branch": lambda: model.segment(features, boxes, index),
+        "branch": lambda: model.segment(features, boxes, index, exact=True),
         "proposals+branch+paste": lambda: model._detect(logits, deltas, anchors, per_level, features, sizes),
         "whole": lambda: model(images),
     }
     return {name: timed(fn, warmup, repeats, device)["median_s"] for name, fn in stages.items()}
+
+
+def branch_sweep(size: int, counts: list[int], warmup: int, repeats: int, device: torch.device) -> list[dict[str, object]]:
+    """Segmentation-branch seconds against the number of proposals, for each way of placing its windows."""
+    model = s4net_model("resnet50", size, 20, device)
+    features = torch.relu(torch.randn(1, model.config.compress_channels, size // 8, size // 8, device=device))
+    features = features.contiguous(memory_format=torch.channels_last)
+    runs = []
+    for count in counts:
+        boxes = random_boxes(count, BOX_SIDES["objects"], size, seed=count, device=device)
+        index = torch.zeros(count, dtype=torch.long, device=device)
+
+        def whole_map():
+            model.config.branch_crop = False
+            try:
+                return model.segment(features, boxes, index)
+            finally:
+                model.config.branch_crop = True
+
+        times = interleaved({
+            "exact windows (inference)": lambda: model.segment(features, boxes, index, exact=True),
+            "receptive-radius margin (training)": lambda: model.segment(features, boxes, index, exact=False),
+            "whole map": whole_map,
+        }, warmup, repeats, device)
+        for windows, t in times.items():
+            runs.append({"model": "s4net segmentation branch", "proposals": count, "boxes": "objects", "windows": windows, **t})
+    return runs
 
 
 def main() -> int:
@@ -78,7 +157,6 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="also time autocast (CUDA)")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd S4Net backbone")
     parser.add_argument("--backbones", nargs="*", default=["resnet50", "resnet101", "vgg16", "mobilenet_v2"])
     parser.add_argument("--proposals", type=int, nargs="*", default=[1, 5, 20, 50])
     parser.add_argument("--skip-maskrcnn", action="store_true")
@@ -97,10 +175,11 @@ def main() -> int:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": args.threads,
         "input": [size, size],
-        "note": "random weights and inputs; detections forced to the same count for both detectors; "
-        "S4Net runs as `s4net predict` does (frozen BatchNorm folded into the convs); the contenders are "
-        "timed in turns. With random weights S4Net's proposals are not realistic boxes, so the branch is also "
-        "timed alone on random 16-112 px boxes against the number of proposals",
+        "note": "random weights and inputs; 20 detections for both detectors; S4Net runs as `s4net predict` does "
+        "(BatchNorm folded, channels last, exact branch windows); the contenders are timed in turns. "
+        "`proposals` says where S4Net's boxes came from: its own random-weight head, or seeded random boxes "
+        f"with sides in {BOX_SIDES} px",
+        "targets": {"time_vs_bare_resnet50_at_most": TARGET_TIME_VS_BARE, "speedup_vs_maskrcnn_at_least": TARGET_SPEEDUP_VS_MASKRCNN},
         "runs": [],
     }
     runs: list[dict[str, object]] = report["runs"]  # type: ignore[assignment]
@@ -113,14 +192,19 @@ def main() -> int:
             with torch.inference_mode():
                 resnet = torchvision.models.resnet50(weights=None).eval().to(device)
                 resnet.fc = torch.nn.Identity()
-                resnet_folded = copy.deepcopy(resnet)
-                fold_batchnorm(resnet_folded)  # the same network with BatchNorm folded, as S4Net runs its backbone
+                tuned = copy.deepcopy(resnet)
+                fold_batchnorm(tuned)  # the same network with S4Net's inference tricks
+                tuned = tuned.to(memory_format=torch.channels_last)
+                tuned_images = images.contiguous(memory_format=torch.channels_last)
                 model = s4net_model("resnet50", size, 20, device)
-                contenders = {
+                contenders: dict[str, Callable[[], object]] = {
                     "resnet50 (bare forward)": lambda: resnet(images),
-                    "resnet50 (bare forward, BatchNorm folded)": lambda: resnet_folded(images),
-                    "s4net resnet50": lambda: model(images),
+                    "resnet50 (bare forward, BatchNorm folded, channels last)": lambda: tuned(tuned_images),
+                    "s4net resnet50 [proposals: random-weight head]": lambda: model(images),
                 }
+                for name, sides in BOX_SIDES.items():
+                    boxes = random_boxes(20, sides, size, seed=0, device=device)
+                    contenders[f"s4net resnet50 [proposals: {name} boxes]"] = with_proposals(lambda: model(images), boxes)
                 if not args.skip_maskrcnn:
                     maskrcnn = torchvision.models.detection.maskrcnn_resnet50_fpn(
                         weights=None, weights_backbone=None, num_classes=2, box_score_thresh=0.0,
@@ -130,48 +214,40 @@ def main() -> int:
                 with torch.autocast(device.type, enabled=amp):
                     times = interleaved(contenders, args.warmup, args.repeats, device)
                 base = times["resnet50 (bare forward)"]["median_s"]
-                folded = times["resnet50 (bare forward, BatchNorm folded)"]["median_s"]
+                tuned_base = times["resnet50 (bare forward, BatchNorm folded, channels last)"]["median_s"]
+                maskrcnn_s = times.get("torchvision maskrcnn_resnet50_fpn", {}).get("median_s")
                 for name, t in times.items():
                     entry: dict[str, object] = {"model": name, "batch": batch, "precision": precision, **t}
                     if name.startswith("s4net") or name.startswith("torchvision"):
                         entry["images_per_s"] = batch / t["median_s"]
                         entry["time_vs_bare_resnet50"] = t["median_s"] / base
-                        entry["time_vs_bare_resnet50_folded"] = t["median_s"] / folded
+                        entry["time_vs_tuned_resnet50"] = t["median_s"] / tuned_base
+                    if name.startswith("s4net"):
+                        entry["meets_time_target"] = entry["time_vs_bare_resnet50"] <= TARGET_TIME_VS_BARE
+                        if maskrcnn_s is not None:
+                            entry["speedup_vs_maskrcnn"] = maskrcnn_s / t["median_s"]
+                            entry["meets_speedup_target"] = entry["speedup_vs_maskrcnn"] >= TARGET_SPEEDUP_VS_MASKRCNN
                     runs.append(entry)
-                s4_entry = next(r for r in runs[-len(times):] if r["model"] == "s4net resnet50")
+                s4_entry = next(r for r in runs if r["model"] == "s4net resnet50 [proposals: random-weight head]" and r["batch"] == batch)
                 s4_entry["stages_median_s"] = stage_times(model, images, args.warmup, args.repeats, device)
                 if not args.skip_maskrcnn:
-                    s4_entry["speedup_vs_maskrcnn"] = times["torchvision maskrcnn_resnet50_fpn"]["median_s"] / times["s4net resnet50"]["median_s"]
                     runs[-1]["detections"] = [len(o["boxes"]) for o in maskrcnn(image_list)]
                     del maskrcnn
-                if args.compile:
-                    model.backbone = torch.compile(model.backbone)
-                    compiled = timed(lambda: model(images), args.warmup + 2, args.repeats, device)
-                    runs.append({
-                        "model": "s4net resnet50 (compiled backbone)", "batch": batch, "precision": precision,
-                        **compiled, "images_per_s": batch / compiled["median_s"],
-                    })
                 del model
 
     with torch.inference_mode():
         images = torch.rand(1, 3, size, size, device=device)
+        boxes = random_boxes(20, BOX_SIDES["objects"], size, seed=0, device=device)
         for backbone in args.backbones:
             model = s4net_model(backbone, size, 20, device)
-            t = timed(lambda: model(images), args.warmup, args.repeats, device)
-            runs.append({"model": f"s4net {backbone}", "batch": 1, "precision": "fp32", **t, "images_per_s": 1 / t["median_s"], "table": 3})
-        # segmentation-branch cost against the number of proposals (features fixed)
-        model = s4net_model("resnet50", size, 20, device)
-        features = torch.relu(torch.randn(1, model.config.compress_channels, size // 8, size // 8, device=device))
-        generator = torch.Generator().manual_seed(0)
-        for crop in (True, False):
-            model.config.branch_crop = crop
-            for count in args.proposals:
-                xy = torch.rand(count, 2, generator=generator) * size * 0.7
-                wh = 16 + torch.rand(count, 2, generator=generator) * size * 0.3
-                boxes = torch.cat([xy, (xy + wh).clamp(max=size)], 1).to(device)
-                index = torch.zeros(count, dtype=torch.long, device=device)
-                t = timed(lambda: model.segment(features, boxes, index), args.warmup, args.repeats, device)
-                runs.append({"model": "s4net segmentation branch", "proposals": count, "branch_crop": crop, **t})
+            t = interleaved({
+                "random-weight head": lambda: model(images),
+                "objects boxes": with_proposals(lambda: model(images), boxes),
+            }, args.warmup, args.repeats, device)
+            for proposals, timing in t.items():
+                runs.append({"model": f"s4net {backbone}", "batch": 1, "precision": "fp32", "proposals": proposals,
+                             **timing, "images_per_s": 1 / timing["median_s"], "table": 3})
+        runs.extend(branch_sweep(size, args.proposals, args.warmup, args.repeats, device))
 
     emit(report, args.out)
     return 0

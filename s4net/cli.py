@@ -121,7 +121,7 @@ def _load_model(args: argparse.Namespace):
     from s4net.train import resolve_device
 
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint, map_location=device).fold_batchnorm()
+    model = load_checkpoint(args.checkpoint, map_location=device).for_inference()
     if args.detections is not None:
         model.config.detections_per_image = args.detections
     return model, device

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from s4net.models.s4net import SEG_STRIDE, S4Net
 from s4net.models.roi_masking import RoIMasking, grow_boxes
 from s4net.models.seg_branch import mask_loss
+from s4net.models.windows import whole_map_windows
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ def gradient_map(model: S4Net, image: torch.Tensor, box: torch.Tensor, mask: tor
         features = F.relu(model.compress(model.fpn(model.backbone(batch))["p3"]))
     features = features.detach().requires_grad_(True)
     layer = RoIMasking(variant, model.config.alpha, SEG_STRIDE, model.config.roi_output_size)
-    region, windows = layer(features, boxes, torch.zeros(1, dtype=torch.long, device=device), margin=None)
-    logits = model.branch(region)
+    image_index = torch.zeros(1, dtype=torch.long, device=device)
+    windows = None if layer.is_pooling else whole_map_windows(image_index, tuple(features.shape[-2:]))
+    logits = model.branch(layer(features, boxes, image_index, windows))
     target = F.interpolate(mask.to(device).float()[None, None], size=(size, size), mode="bilinear", align_corners=False)[0]
     extent = boxes if windows is None else windows.pixel_boxes(SEG_STRIDE)
     targets, weights = model._mask_targets(target, boxes, extent, tuple(logits.shape[-2:]))

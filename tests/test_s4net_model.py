@@ -18,7 +18,7 @@ from s4net.checkpoint import read_checkpoint, save_checkpoint
 from s4net.cli import main as s4net_main
 from s4net.config import BACKBONES, MASKINGS, S4NetConfig
 from s4net.errors import InputError
-from s4net.models.roi_masking import window_groups
+from s4net.models.windows import window_groups
 from s4net.train import TrainConfig, TrainingDiverged, train
 
 SMALL = dict(norm="bn", image_size=64, fpn_channels=32, head_channels=32, compress_channels=16, branch_channels=(16, 8))
@@ -90,10 +90,15 @@ def test_branch_crop_does_not_change_predictions() -> None:
     torch.manual_seed(1)
     config = S4NetConfig(backbone="resnet18", **{**SMALL, "image_size": 320})
     model = s4net.build_model(config).eval()
+    with torch.no_grad():  # biases far from zero, so the windows' background padding matters
+        for name, p in model.branch.named_parameters():
+            p.add_(torch.randn_like(p) * (0.2 if name.endswith("bias") else 0.02))
     images = [torch.rand(3, 320, 320), torch.rand(3, 200, 260)]
     cropped = model(images)
     boxes = torch.cat([o["boxes"] * torch.tensor([320 / w, 320 / h] * 2) for o, (h, w) in zip(cropped, [(320, 320), (200, 260)])])
-    assert len(window_groups(boxes, 8, (40, 40), model.branch_margin())) > 1  # several window sizes are exercised
+    first, last = model.branch_spans(boxes, (40, 40), exact=True)
+    assert len(window_groups(first, last)) > 1  # several window sizes are exercised
+    assert bool(((last - first).prod(1) < 40 * 40).any())  # and some windows are smaller than the map
     model.config.branch_crop = False
     whole = model(images)
     for a, b in zip(cropped, whole):
@@ -123,6 +128,18 @@ def test_folding_batchnorm_keeps_detections_and_stops_training(tmp_path: Path) -
             model.train()
         with pytest.raises(ValueError, match="folded"):
             save_checkpoint(tmp_path / "folded.pt", model)
+
+
+def test_inference_mode_with_channels_last_gives_the_same_detections() -> None:
+    torch.manual_seed(3)
+    model = s4net.build_model(S4NetConfig(backbone="resnet18", **{**SMALL, "image_size": 128})).eval()
+    images = [torch.rand(3, 128, 128), torch.rand(3, 90, 150)]
+    before = model(images)
+    model.for_inference()
+    assert model.channels_last and model.compress.weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(model(images), before):
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(a["masks"], b["masks"], rtol=1e-4, atol=1e-4)
 
 
 def test_config_validation_names_the_field() -> None:

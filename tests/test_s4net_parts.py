@@ -10,8 +10,16 @@ from hypothesis import strategies as st
 
 from s4net.models.box_ops import IGNORE, NEGATIVE, POSITIVE, AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import box_loss, objectness_loss
-from s4net.models.roi_masking import RoIMasking, box_masks, gather_windows, instance_windows, window_groups
+from s4net.models.roi_masking import RoIMasking, box_masks
+from s4net.models.region_padding import max3x3
 from s4net.models.seg_branch import SegmentationBranch, mask_loss, paste_masks
+from s4net.models.windows import (
+    exact_spans, gather_windows, margin_spans, place_windows, whole_map_windows, window_groups,
+)
+
+
+def instance_windows(boxes: torch.Tensor, index: torch.Tensor, stride: int, map_size: tuple[int, int], margin: int):
+    return place_windows(*margin_spans(boxes, stride, map_size, margin), index, map_size)
 
 
 # ---------------------------------------------------------------- anchors
@@ -176,37 +184,126 @@ def test_gather_windows_reads_the_right_cells() -> None:
     features = torch.arange(2 * 3 * 6 * 7, dtype=torch.float32).reshape(2, 3, 6, 7)
     boxes = torch.tensor([[8.0, 8.0, 16.0, 16.0], [40.0, 32.0, 56.0, 48.0]])
     windows = instance_windows(boxes, torch.tensor([1, 0]), 8, (6, 7), margin=1)
-    cut = gather_windows(features, windows)
+    cut = gather_windows(features, windows.image_index, windows.origin, windows.size)
     h, w = windows.size
     for i, b in enumerate([1, 0]):
         x0, y0 = windows.origin[i].tolist()
         assert torch.equal(cut[i], features[b, :, y0 : y0 + h, x0 : x0 + w])
 
 
-def test_branch_on_windows_matches_branch_on_whole_map_inside_boxes() -> None:
+def _busy_branch(channels: int = 16) -> SegmentationBranch:
+    """A branch whose biases are far from zero, so its background differs from zero and from place to place."""
     torch.manual_seed(0)
-    branch = SegmentationBranch(16, (16, 8)).eval()
-    features = torch.relu(torch.randn(2, 16, 40, 40))
-    boxes = torch.tensor([[10.0, 12.0, 90.0, 60.0], [200.0, 250.0, 310.0, 318.0], [0.0, 0.0, 30.0, 300.0]])
-    index = torch.tensor([0, 1, 1])
-    masking = RoIMasking("ternary", 1 / 3, 8)
-    margin = branch.receptive_radius + 1
+    branch = SegmentationBranch(channels, (16, 8)).eval()
     with torch.no_grad():
-        full_in, _ = masking(features, boxes, index, margin=None)
-        crop_in, windows = masking(features, boxes, index, margin=margin)
-        full_out, crop_out = branch(full_in), branch(crop_in)
-    h, w = windows.size
-    for i in range(3):
-        x0, y0 = windows.origin[i].tolist()
-        x1, y1 = int(boxes[i, 0] // 8) - 1, int(boxes[i, 1] // 8) - 1  # box plus one cell (for upsampling)
-        x2, y2 = int(-(-boxes[i, 2] // 8)) + 1, int(-(-boxes[i, 3] // 8)) + 1
-        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, 40), min(y2, 40)
-        region_full = full_out[i, :, y1:y2, x1:x2]
-        region_crop = crop_out[i, :, y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
-        torch.testing.assert_close(region_crop, region_full, rtol=1e-5, atol=1e-5)
+        for name, p in branch.named_parameters():
+            p.add_(torch.randn_like(p) * (0.2 if name.endswith("bias") else 0.02))
+    return branch
+
+
+def _exact_region(box: torch.Tensor, map_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Cells (x1, y1, x2, y2) of the box plus one cell (what the paste reads), inside the map."""
+    x1, y1 = int(box[0] // 8) - 1, int(box[1] // 8) - 1
+    x2, y2 = int(-(-box[2] // 8)) + 1, int(-(-box[3] // 8)) + 1
+    return max(x1, 0), max(y1, 0), min(x2, map_size[1]), min(y2, map_size[0])
+
+
+def _windowed_equals_whole_map(branch, masking, features, boxes, index, exact: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the branch per group of windows and on the whole map; compare on every exact region. Returns the spans."""
+    map_size = tuple(features.shape[-2:])
+    whole = whole_map_windows(index, map_size)
+    with torch.no_grad():
+        full_out = branch(masking(features, boxes, index, whole))
+        if exact:
+            first, last = exact_spans(boxes, masking.support(boxes), branch.reach, 8, map_size)
+        else:
+            first, last = margin_spans(boxes, 8, map_size, branch.receptive_radius + 1)
+        for group in window_groups(first, last):
+            windows = place_windows(first[group], last[group], index[group], map_size)
+            region = masking(features, boxes[group], index[group], windows)
+            out = branch(region, windows) if exact else branch(region)
+            for j, i in enumerate(group.tolist()):
+                x1, y1, x2, y2 = _exact_region(boxes[i], map_size)
+                x0, y0 = windows.origin[j].tolist()
+                assert x0 <= x1 and y0 <= y1 and x2 <= x0 + windows.size[1] and y2 <= y0 + windows.size[0]
+                torch.testing.assert_close(
+                    out[j, :, y1 - y0 : y2 - y0, x1 - x0 : x2 - x0], full_out[i, :, y1:y2, x1:x2], rtol=1e-4, atol=1e-5
+                )
+    return first, last
+
+
+BORDER_BOXES = [
+    [10.0, 12.0, 90.0, 60.0],
+    [200.0, 250.0, 310.0, 318.0],
+    [0.0, 0.0, 30.0, 300.0],  # left and top border
+    [300.5, 2.25, 320.0, 17.75],  # right and top border, fractional edges
+    [0.0, 290.0, 320.0, 320.0],  # full width at the bottom
+    [150.3, 150.7, 170.1, 171.9],  # small, mid-map
+    [0.0, 0.0, 320.0, 320.0],  # the whole image
+]
+
+
+@pytest.mark.parametrize("variant", ["binary", "expanded", "ternary"])
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("channels", [16, 12])  # 12: the first residual block projects its skip
+def test_branch_on_windows_matches_branch_on_whole_map_inside_boxes(variant: str, exact: bool, channels: int) -> None:
+    branch = _busy_branch(channels)
+    assert (branch.res1.project is None) == (channels == 16)
+    features = torch.relu(torch.randn(2, channels, 40, 40))
+    boxes = torch.tensor(BORDER_BOXES)
+    index = torch.tensor([0, 1, 1, 0, 1, 0, 1])
+    masking = RoIMasking(variant, 1 / 3, 8)
+    _windowed_equals_whole_map(branch, masking, features, boxes, index, exact)
     single = torch.tensor([[100.0, 100.0, 140.0, 130.0]])
-    _, small = masking(features, single, torch.tensor([0]), margin=margin)
-    assert small.size[0] * small.size[1] < 40 * 40 / 2  # a small box costs a fraction of the map
+    first, last = margin_spans(single, 8, (40, 40), branch.receptive_radius + 1)
+    tight_first, tight_last = exact_spans(single, masking.support(single), branch.reach, 8, (40, 40))
+    margin_cells, exact_cells = (last - first).prod().item(), (tight_last - tight_first).prod().item()
+    assert margin_cells < 40 * 40 / 2  # a small box costs a fraction of the map
+    assert exact_cells < 0.75 * margin_cells  # and the tight window much less again
+
+
+def test_background_varies_near_the_border_and_small_maps_work() -> None:
+    branch = _busy_branch()
+    background = branch.background((40, 40))
+    assert [tuple(b.shape) for b in background][0] == (16, 19, 19)
+    deep = background[-1]  # the logits' input sees 8 cells: from 8 cells in, it is the middle's value
+    assert torch.equal(deep[:, 8, 9], deep[:, 9, 9]) and torch.equal(deep[:, 10, 9], deep[:, 9, 9])
+    assert not torch.allclose(deep[:, 0, 9], deep[:, 9, 9]) and not torch.allclose(deep[:, 9, 18], deep[:, 9, 9])
+    features = torch.relu(torch.randn(1, 16, 12, 16))  # smaller than the background map, not square
+    boxes = torch.tensor([[40.0, 30.0, 70.0, 60.0], [0.0, 0.0, 20.0, 96.0], [100.0, 10.0, 128.0, 40.0]])
+    _windowed_equals_whole_map(branch, RoIMasking("ternary", 1 / 3, 8), features, boxes, torch.zeros(3, dtype=torch.long), True)
+
+
+def test_background_is_recomputed_when_weights_change() -> None:
+    branch = _busy_branch()
+    with torch.no_grad():
+        before = [b.clone() for b in branch.background((40, 40))]
+        assert branch.background((40, 40))[3] is branch.background((40, 40))[3]  # kept while nothing changes
+        branch.res1.conv1.bias.add_(1.0)
+        after = branch.background((40, 40))
+    assert torch.equal(before[0], after[0]) and not torch.allclose(before[3], after[3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=6),
+    st.sampled_from(["binary", "expanded", "ternary"]),
+)
+def test_exact_windows_are_exact_and_never_larger(raw: list[tuple[float, float, float, float]], variant: str) -> None:
+    boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    branch = _busy_branch()
+    masking = RoIMasking(variant, 1 / 3, 8)
+    features = torch.relu(torch.randn(1, 16, 40, 40))
+    first, last = _windowed_equals_whole_map(branch, masking, features, boxes, torch.zeros(len(boxes), dtype=torch.long), True)
+    wide_first, wide_last = margin_spans(boxes, 8, (40, 40), branch.receptive_radius + 1)
+    assert bool((first >= wide_first).all() and (last <= wide_last).all() and (last > first).all())
+
+
+def test_separable_max_equals_max_pool() -> None:
+    x = torch.randn(3, 5, 9, 11)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    assert torch.equal(max3x3(padded), torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1))
 
 
 @settings(max_examples=60, deadline=None)
@@ -214,23 +311,30 @@ def test_branch_on_windows_matches_branch_on_whole_map_inside_boxes() -> None:
 def test_window_groups_partition_instances_with_bounded_waste(raw: list[tuple[float, float, float, float]]) -> None:
     boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
     boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
-    groups = window_groups(boxes, 8, (40, 40), margin=10, waste=1.5)
+    first, last = margin_spans(boxes, 8, (40, 40), 10)
+    groups = window_groups(first, last, group_cost=128)
     members = torch.cat(groups).sort().values
     assert torch.equal(members, torch.arange(len(boxes)))
+    wasted = 0
     for group in groups:
-        own = instance_windows(boxes[group], torch.zeros(len(group), dtype=torch.long), 8, (40, 40), 10)
-        for i in group.tolist():
-            single = instance_windows(boxes[i : i + 1], torch.zeros(1, dtype=torch.long), 8, (40, 40), 10).size
-            assert own.size[0] >= single[0] and own.size[1] >= single[1]
-            assert own.size[0] * own.size[1] <= 1.5 * single[0] * single[1]
+        shared = place_windows(first[group], last[group], torch.zeros(len(group), dtype=torch.long), (40, 40))
+        for j, i in enumerate(group.tolist()):
+            w, h = (last[i] - first[i]).tolist()
+            assert shared.size[0] >= h and shared.size[1] >= w
+            assert torch.equal(shared.own_hi[j] - shared.own_lo[j], last[i] - first[i])
+            assert bool((shared.own_lo[j] >= 0).all()) and shared.own_hi[j][0] <= shared.size[1] and shared.own_hi[j][1] <= shared.size[0]
+            wasted += shared.size[0] * shared.size[1] - w * h
+    assert wasted < 128 * (len(boxes) - len(groups)) + 1  # each instance that joins a group wastes < group_cost cells
 
 
 def test_pooling_baselines_give_fixed_size_regions() -> None:
     features = torch.relu(torch.randn(1, 4, 20, 20))
     boxes = torch.tensor([[10.0, 10.0, 90.0, 50.0]])
     for variant in ("roialign", "roipool"):
-        region, windows = RoIMasking(variant, output_size=14)(features, boxes, torch.tensor([0]), margin=None)
-        assert region.shape == (1, 4, 14, 14) and windows is None
+        region = RoIMasking(variant, output_size=14)(features, boxes, torch.tensor([0]), None)
+        assert region.shape == (1, 4, 14, 14)
+    with pytest.raises(ValueError, match="needs the windows"):
+        RoIMasking("ternary")(features, boxes, torch.tensor([0]), None)
 
 
 def test_mask_loss_ignores_unweighted_cells() -> None:

@@ -13,11 +13,11 @@ product), never with a Python loop over boxes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 from torchvision.ops import roi_align, roi_pool
+
+from s4net.models.windows import Windows, gather_windows
 
 MASK_VARIANTS = ("binary", "expanded", "ternary")
 POOL_VARIANTS = ("roialign", "roipool")
@@ -83,94 +83,6 @@ def box_masks(
     return 2.0 * product(boxes) - outer
 
 
-@dataclass(frozen=True)
-class Windows:
-    """Equal-size windows of a feature map, one per instance.
-
-    Attributes:
-        image_index: Tensor[N] long, which image of the batch each window reads.
-        origin: Tensor[N, 2] long (x0, y0), top-left cell of each window.
-        size: (height, width) in cells, the same for all windows.
-    """
-
-    image_index: Tensor
-    origin: Tensor
-    size: tuple[int, int]
-
-    def pixel_boxes(self, stride: float) -> Tensor:
-        """Tensor[N, 4] the windows' extents (x1, y1, x2, y2) in input pixels."""
-        h, w = self.size
-        xy = self.origin.to(torch.float32) * stride
-        return torch.cat([xy, xy + torch.tensor([w * stride, h * stride], device=xy.device)], dim=1)
-
-
-def _window_spans(boxes: Tensor, stride: float, map_size: tuple[int, int], margin: int) -> tuple[Tensor, Tensor]:
-    """First cell and size (x, y) of each box's own window: the box plus ``margin`` cells, inside the map."""
-    map_h, map_w = map_size
-    limits = torch.tensor([map_w, map_h], device=boxes.device)
-    first = (torch.floor(boxes[:, :2] / stride).long() - margin).clamp(min=0)
-    last = torch.minimum(torch.ceil(boxes[:, 2:] / stride).long() + margin, limits)  # exclusive
-    return first, (last - first).clamp(min=1)
-
-
-def instance_windows(
-    boxes: Tensor, image_index: Tensor, stride: float, map_size: tuple[int, int], margin: int | None
-) -> Windows:
-    """Windows covering each box plus ``margin`` cells (the whole map when margin is None).
-
-    All windows share the size of the largest one, shifted to stay inside the map,
-    so that one batched gather and one forward serve every instance.
-    """
-    map_h, map_w = map_size
-    n = boxes.shape[0]
-    if margin is None or n == 0:
-        origin = torch.zeros((n, 2), dtype=torch.long, device=boxes.device)
-        return Windows(image_index, origin, (map_h, map_w))
-    first, span = _window_spans(boxes, stride, map_size, margin)
-    extent = span.amax(dim=0)
-    origin = torch.minimum(first, torch.tensor([map_w, map_h], device=boxes.device) - extent)
-    width, height = int(extent[0]), int(extent[1])
-    return Windows(image_index, origin, (height, width))
-
-
-def window_groups(
-    boxes: Tensor, stride: float, map_size: tuple[int, int], margin: int | None, waste: float = 1.5
-) -> list[Tensor]:
-    """Split instances into groups whose shared window wastes at most ``waste`` x each one's own area.
-
-    Instances are taken largest window first; each joins the first group whose
-    window already covers its own and is at most ``waste`` times its area, or
-    starts a new group. Returns index tensors (every instance in exactly one).
-    """
-    n = boxes.shape[0]
-    if margin is None or n <= 1:
-        return [torch.arange(n, device=boxes.device)]
-    _, span = _window_spans(boxes, stride, map_size, margin)
-    sizes = span.tolist()
-    order = sorted(range(n), key=lambda i: -sizes[i][0] * sizes[i][1])
-    groups: list[tuple[int, int, list[int]]] = []  # (width, height, members)
-    for i in order:
-        w, h = sizes[i]
-        for gw, gh, members in groups:
-            if w <= gw and h <= gh and gw * gh <= waste * w * h:
-                members.append(i)
-                break
-        else:
-            groups.append((w, h, [i]))
-    return [torch.tensor(sorted(members), dtype=torch.long, device=boxes.device) for _, _, members in groups]
-
-
-def gather_windows(features: Tensor, windows: Windows) -> Tensor:
-    """Tensor[N, C, h, w]: each window cut out of ``features`` [B, C, H, W] in one gather."""
-    h, w = windows.size
-    device = features.device
-    ys = windows.origin[:, 1, None] + torch.arange(h, device=device)[None]  # [N, h]
-    xs = windows.origin[:, 0, None] + torch.arange(w, device=device)[None]  # [N, w]
-    idx = windows.image_index[:, None, None]
-    out = features.permute(0, 2, 3, 1)[idx, ys[:, :, None], xs[:, None, :]]  # [N, h, w, C]
-    return out.permute(0, 3, 1, 2)
-
-
 class RoIMasking(torch.nn.Module):
     """Per-instance region features for the segmentation branch.
 
@@ -195,28 +107,31 @@ class RoIMasking(torch.nn.Module):
     def is_pooling(self) -> bool:
         return self.variant in POOL_VARIANTS
 
-    def forward(self, features: Tensor, boxes: Tensor, image_index: Tensor, margin: int | None) -> tuple[Tensor, Windows | None]:
+    def support(self, boxes: Tensor) -> Tensor:
+        """Tensor[N, 4] where the masked features can be non-zero: the box, or the box grown by alpha."""
+        return boxes if self.variant == "binary" else grow_boxes(boxes, self.alpha)
+
+    def forward(self, features: Tensor, boxes: Tensor, image_index: Tensor, windows: Windows | None) -> Tensor:
         """Masked (or pooled) features of every box.
 
         Args:
             features: Tensor[B, C, H, W] stride-``stride`` features (non-negative).
             boxes: Tensor[N, 4] in input pixels.
             image_index: Tensor[N] long, image of each box.
-            margin: cells kept around each box (the branch's receptive field); None
-                for the whole map. Ignored by the pooling baselines.
+            windows: where each instance's region is cut from the map (see
+                :mod:`s4net.models.windows`); ignored by the pooling baselines.
 
         Returns:
-            (Tensor[N, C, h, w], windows); windows is None for the pooling baselines.
+            Tensor[N, C, h, w]: the windows' features times the masks, or the pooled grids.
         """
         if self.is_pooling:
             rois = torch.cat([image_index[:, None].to(boxes.dtype), boxes], dim=1)
             size = (self.output_size, self.output_size)
             if self.variant == "roialign":
-                pooled = roi_align(features, rois, size, spatial_scale=1.0 / self.stride, sampling_ratio=2, aligned=True)
-            else:
-                pooled = roi_pool(features, rois, size, spatial_scale=1.0 / self.stride)
-            return pooled, None
-        windows = instance_windows(boxes, image_index, self.stride, tuple(features.shape[-2:]), margin)
-        region = gather_windows(features, windows)
+                return roi_align(features, rois, size, spatial_scale=1.0 / self.stride, sampling_ratio=2, aligned=True)
+            return roi_pool(features, rois, size, spatial_scale=1.0 / self.stride)
+        if windows is None:
+            raise ValueError(f"RoIMasking {self.variant!r} needs the windows to cut (see s4net.models.windows)")
+        region = gather_windows(features, windows.image_index, windows.origin, windows.size)
         masks = box_masks(boxes, self.variant, self.alpha, self.stride, windows.origin, windows.size)
-        return region * masks[:, None].to(region.dtype), windows
+        return region * masks[:, None].to(region.dtype)

@@ -21,8 +21,11 @@ from s4net.models.box_ops import AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import DetectionHead, box_loss, detection_targets, objectness_loss, select_proposals
 from s4net.models.fpn import FeaturePyramid
 from s4net.models.fusion import fold_batchnorm
-from s4net.models.roi_masking import RoIMasking, Windows, box_masks, gather_windows, window_groups
+from s4net.models.roi_masking import RoIMasking, box_masks
 from s4net.models.seg_branch import SegmentationBranch, paste_masks, weighted_ce
+from s4net.models.windows import (
+    exact_spans, gather_windows, margin_spans, place_windows, whole_map_windows, window_groups,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,6 +73,7 @@ class S4Net(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._anchor_cache: dict[tuple, tuple[Tensor, list[int]]] = {}
         self.inference_only = False
+        self.channels_last = False
 
     def train(self, mode: bool = True) -> "S4Net":
         if mode and self.inference_only:
@@ -81,6 +85,17 @@ class S4Net(nn.Module):
         self.eval()
         fold_batchnorm(self)
         self.inference_only = True
+        return self
+
+    def for_inference(self, channels_last: bool = True) -> "S4Net":
+        """Folded BatchNorm and, by default, channels-last weights and inputs (about 10% faster on CPU).
+
+        This is how ``s4net predict`` and ``s4net evaluate`` run the model; it cannot be trained after.
+        """
+        self.fold_batchnorm()
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+            self.channels_last = True
         return self
 
     # ----------------------------------------------------------------- inputs
@@ -119,6 +134,8 @@ class S4Net(nn.Module):
         if self.training and targets is None:
             raise ValueError("S4Net in train mode needs targets (boxes, masks); call model.eval() for inference")
         batch, original_sizes = self.preprocess(images)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         levels = self.fpn(self.backbone(batch))
         pyramid = list(levels.values())
         logits, deltas = self.head(pyramid)
@@ -129,26 +146,45 @@ class S4Net(nn.Module):
             return self._losses(logits, deltas, anchors, features, targets, original_sizes)
         return self._detect(logits, deltas, anchors, num_per_level, features, original_sizes)
 
-    def branch_margin(self) -> int | None:
-        """Cells kept around each box so outputs in (and one cell around) the box are exact."""
-        return self.branch.receptive_radius + 1 if self.config.branch_crop else None
+    def branch_spans(self, boxes: Tensor, map_size: tuple[int, int], exact: bool) -> tuple[Tensor, Tensor]:
+        """(first, last) cells (x, y) of each box's branch window (see :mod:`s4net.models.windows`).
 
-    def segment(self, features: Tensor, boxes: Tensor, image_index: Tensor) -> list[BranchOutput]:
-        """Branch logits for boxes (network-input pixels), one :class:`BranchOutput` per window size.
-
-        With ``branch_crop`` each instance runs on a window around its box plus the
-        branch's receptive field; instances of similar window size share one forward.
+        ``exact`` gives the tight windows padded with the layers' background; otherwise
+        the box plus the receptive radius and one cell, zero-padded. Both leave the
+        outputs on the box and one cell around it as on the whole map.
         """
-        margin = self.branch_margin()
+        if exact:
+            return exact_spans(boxes, self.roi_masking.support(boxes), self.branch.reach, SEG_STRIDE, map_size)
+        return margin_spans(boxes, SEG_STRIDE, map_size, self.branch.receptive_radius + 1)
+
+    def segment(self, features: Tensor, boxes: Tensor, image_index: Tensor, exact: bool = False) -> list[BranchOutput]:
+        """Branch logits for boxes (network-input pixels), one :class:`BranchOutput` per canvas size.
+
+        With ``branch_crop`` each instance runs on a window around its box (tight and
+        background-padded when ``exact``, as inference does; the receptive-radius
+        margin otherwise, as training does); instances of similar window size share
+        one forward. Without it every instance runs on the whole map.
+        """
+        n = boxes.shape[0]
         if self.roi_masking.is_pooling:
-            groups = [torch.arange(boxes.shape[0], device=boxes.device)]
-        else:
-            groups = window_groups(boxes, SEG_STRIDE, tuple(features.shape[-2:]), margin)
+            region = self.roi_masking(features, boxes, image_index, None)
+            return [BranchOutput(torch.arange(n, device=boxes.device), self.branch(region), boxes)]
+        map_size = tuple(features.shape[-2:])
+        if not self.config.branch_crop:
+            windows = whole_map_windows(image_index, map_size)
+            region = self.roi_masking(features, boxes, image_index, windows)
+            return [BranchOutput(torch.arange(n, device=boxes.device), self.branch(region), windows.pixel_boxes(SEG_STRIDE))]
+        first, last = self.branch_spans(boxes, map_size, exact)
+        background = self.branch.background(map_size) if exact else None
         outputs = []
-        for members in groups:
-            region, windows = self.roi_masking(features, boxes[members], image_index[members], margin)
-            extent = boxes[members] if windows is None else windows.pixel_boxes(SEG_STRIDE)
-            outputs.append(BranchOutput(members, self.branch(region), extent))
+        for members in window_groups(first, last):
+            windows = place_windows(first[members], last[members], image_index[members], map_size)
+            region = self.roi_masking(features, boxes[members], image_index[members], windows)
+            if exact and windows.size != map_size:
+                logits = self.branch(region, windows, background)
+            else:  # margin windows, or canvases as large as the map: the network's own padding is exact
+                logits = self.branch(region)
+            outputs.append(BranchOutput(members, logits, windows.pixel_boxes(SEG_STRIDE)))
         return outputs
 
     def _scaled_targets(self, targets: list[dict[str, Tensor]], original_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor]]:
@@ -198,8 +234,7 @@ class S4Net(nn.Module):
         # RoIMasking: area-average the mask over stride-8 cells, then read each window.
         cells = F.avg_pool2d(masks[:, None], SEG_STRIDE)[:, 0]
         origin = (extent[:, :2] / SEG_STRIDE).round().long()
-        windows = Windows(torch.arange(n, device=masks.device), origin, tuple(grid))
-        targets = gather_windows(cells[:, None], windows)[:, 0]
+        targets = gather_windows(cells[:, None], torch.arange(n, device=masks.device), origin, tuple(grid))[:, 0]
         weights = box_masks(boxes, "binary", 0.0, SEG_STRIDE, origin, tuple(grid))
         return targets, weights
 
@@ -217,7 +252,7 @@ class S4Net(nn.Module):
         )
         local = torch.cat([torch.arange(len(b), device=boxes.device) for b, _ in proposals])
         pasted = [boxes.new_zeros((len(b), h, w)) for (b, _), (h, w) in zip(proposals, original_sizes)]
-        for out in self.segment(features, boxes, image_index):
+        for out in self.segment(features, boxes, image_index, exact=True):
             probs = torch.softmax(out.logits.float(), dim=1)[:, 1:2]
             owner = image_index[out.members]
             for i in owner.unique().tolist():

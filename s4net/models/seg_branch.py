@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s4net.models.region_padding import SamePadding, WindowPadding, half_width
+from s4net.models.windows import Windows
+
 
 def _conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
@@ -25,20 +28,31 @@ class ResidualBlock(nn.Module):
         with torch.no_grad():  # start near identity so stacked residuals do not blow activations up
             self.conv2.weight.mul_(0.1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        branch = F.relu(self.conv2(F.relu(self.conv1(x))))
+    def forward(self, x: Tensor, padding: SamePadding | WindowPadding | None = None) -> Tensor:
+        """Tensor[N, cin, h, w] -> Tensor[N, cout, h, w]; ``padding`` runs the convs (see :mod:`region_padding`)."""
+        padding = padding or SamePadding()
+        branch = F.relu(padding(F.relu(padding(x, self.conv1)), self.conv2))
         return branch + (x if self.project is None else self.project(x))
+
+
+class _Recorder(SamePadding):
+    """SamePadding that notes each spatial layer and its input (for tracing the branch)."""
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[Tensor, nn.Conv2d | None]] = []
+
+    def __call__(self, x: Tensor, conv: nn.Conv2d | None) -> Tensor:
+        self.layers.append((x, conv))
+        return super().__call__(x, conv)
 
 
 class SegmentationBranch(nn.Module):
     """maxpool 3x3/1 -> residual(c1) -> maxpool 3x3/1 -> dilated conv(c2, d=2) -> residual(c2) -> 2-class logits.
 
     Every conv is 3x3, stride 1, so the output keeps the input's resolution
-    (stride 8). ``receptive_radius`` is how many cells an output cell sees on each
-    side: the margin a window needs so that outputs inside a box do not change.
+    (stride 8). ``reach`` is the half-width of each spatial layer in order, and
+    ``receptive_radius`` their sum: how many cells an output cell sees on each side.
     """
-
-    receptive_radius = 1 + 2 + 1 + 2 + 2 + 1
 
     def __init__(self, in_channels: int, channels: tuple[int, int] = (128, 64)) -> None:
         super().__init__()
@@ -49,15 +63,60 @@ class SegmentationBranch(nn.Module):
         self.logits = nn.Conv2d(c2, 2, 3, padding=1)
         nn.init.normal_(self.logits.weight, std=0.001)
         nn.init.zeros_(self.logits.bias)
+        self.in_channels = in_channels
+        with torch.no_grad():
+            self.reach = tuple(half_width(conv) for _, conv in self._trace(torch.zeros((1, in_channels, 1, 1))))
+        self._background_cache: tuple[tuple | None, list[Tensor]] = (None, [])
+        self.receptive_radius = sum(self.reach)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Tensor[N, C, h, w] masked features -> Tensor[N, 2, h, w] background/foreground logits."""
-        x = F.max_pool2d(x, 3, stride=1, padding=1)
-        x = self.res1(x)
-        x = F.max_pool2d(x, 3, stride=1, padding=1)
-        x = F.relu(self.dilated(x))
-        x = self.res2(x)
-        return self.logits(x)
+    def _layers(self, x: Tensor, padding: SamePadding | WindowPadding) -> Tensor:
+        x = padding(x, None)
+        x = self.res1(x, padding)
+        x = padding(x, None)
+        x = F.relu(padding(x, self.dilated))
+        x = self.res2(x, padding)
+        return padding(x, self.logits)
+
+    def _trace(self, x: Tensor) -> list[tuple[Tensor, nn.Conv2d | None]]:
+        """Each spatial layer (None for the max-pools) with its input, run on ``x``."""
+        recorder = _Recorder()
+        self._layers(x, recorder)
+        return recorder.layers
+
+    def background(self, map_size: tuple[int, int]) -> list[Tensor]:
+        """Tensor[C, th, tw] per spatial layer (in order): its input on an all-zero map.
+
+        Computed on a map of at most ``2 * receptive_radius + 1`` cells a side, which
+        holds every distinct value (see :func:`s4net.models.region_padding.fold`).
+        Without autograd the result is kept until a parameter changes (their version
+        counters are part of the key; parameters made under ``torch.inference_mode``
+        have none, so are not cached).
+        """
+        th, tw = (min(s, 2 * self.receptive_radius + 1) for s in map_size)
+        weight = self.logits.weight
+        params = list(self.parameters())
+        cacheable = not torch.is_grad_enabled() and not any(p.is_inference() for p in params)  # those keep no versions
+        key = (th, tw, weight.dtype, weight.device, tuple((p.data_ptr(), p._version) for p in params)) if cacheable else None
+        if key is not None and self._background_cache[0] == key:
+            return self._background_cache[1]
+        seen = [x[0] for x, _ in self._trace(weight.new_zeros((1, self.in_channels, th, tw)))]
+        if key is not None:
+            self._background_cache = (key, seen)
+        return seen
+
+    def forward(self, x: Tensor, windows: Windows | None = None, background: list[Tensor] | None = None) -> Tensor:
+        """Tensor[N, C, h, w] masked features -> Tensor[N, 2, h, w] background/foreground logits.
+
+        Without ``windows`` every layer pads with zeros (-inf for the max-pools); with
+        them, each instance runs as on its own span of the whole map (see
+        :class:`~s4net.models.region_padding.WindowPadding`). ``background`` may pass
+        :meth:`background` in when several calls share it.
+        """
+        if windows is None:
+            return self._layers(x, SamePadding())
+        if background is None:
+            background = self.background(windows.map_size)
+        return self._layers(x, WindowPadding(windows, background, self.receptive_radius))
 
 
 def weighted_ce(logits: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
