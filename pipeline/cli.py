@@ -9,6 +9,7 @@ from typing import Sequence
 
 from pipeline import __version__
 from s4net.clitools import add_verbosity, command_parser, run
+from s4net.errors import InputError
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -37,6 +38,131 @@ def _keywords(args: argparse.Namespace) -> int:
     write_keyword_table(args.out, entries)
     print(f"wrote {args.out}: {len(entries)} images; {len(skipped)} wnid folders have no VOC class and were skipped")
     return 0
+
+
+def _settings(args: argparse.Namespace):
+    from pipeline.crf import CRFConfig
+    from pipeline.keywords import AssignmentConfig
+    from pipeline.proxy import ProxyConfig
+    from pipeline.proxy_labels import ProxyLabelSettings
+
+    assignment = AssignmentConfig(
+        score_threshold=args.score_threshold, min_area=args.min_area, mask_threshold=args.mask_threshold,
+        min_confidence=args.min_confidence,
+    )
+    proxy = ProxyConfig(foreground=args.foreground, background=args.background, border=args.border)
+    return ProxyLabelSettings(cue=args.cue, assignment=assignment, proxy=proxy, crf=CRFConfig() if args.crf else None)
+
+
+def _proxy_labels(args: argparse.Namespace) -> int:
+    from pipeline.proxy_labels import Shard, run_proxy_labels
+
+    try:
+        settings, shard = _settings(args), Shard.parse(args.shard)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    summary = run_proxy_labels(
+        args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings, classifier_path=args.classifier,
+        shard=shard, workers=args.workers, batch_size=args.batch_size, device=args.device, overlays=args.overlays,
+        progress=not args.quiet,
+    )
+    print(
+        f"proxy labels ({summary['cue']}{', crf' if summary['crf'] else ''}) shard {shard.index}/{shard.count}: "
+        f"{summary['written']} written, {summary['reused']} already done, {summary['skipped']} skipped; "
+        f"{Path(args.out) / summary['manifest']}"
+    )
+    return 0
+
+
+def _instance_classifier(args: argparse.Namespace) -> int:
+    from pipeline.imagenet import ImageNetSubset
+    from pipeline.instance_classifier import ClassifierConfig
+    from pipeline.proxy_labels import fit_instance_classifier
+    from s4net.checkpoint import load_checkpoint
+
+    try:
+        assignment = _settings(args).assignment
+        config = ClassifierConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    model = load_checkpoint(args.checkpoint, map_location=args.device).for_inference()
+    subset = ImageNetSubset(args.images, args.keywords)
+    _, report = fit_instance_classifier(model, subset, assignment, config, args.out, args.batch_size, args.device, not args.quiet)
+    held = report["heldout_accuracy"]
+    print(f"instance classifier: {report['instances']} instances of {len(report['classes_seen'])} classes, "
+          f"train accuracy {report['train_accuracy']:.3f}, held-out {'n/a' if held is None else f'{held:.3f}'}; wrote {args.out}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from pipeline.metrics import format_table, score_folders, summarise
+    from pipeline.voc import read_voc_label
+    from s4net.io.atomic import write_json
+
+    matrix, counts = score_folders(args.pred, args.gt, read_voc_label)
+    summary = {**summarise(matrix), **counts, "pred": str(args.pred), "gt": str(args.gt), "confusion": matrix.tolist()}
+    print(format_table(summary))
+    if args.out:
+        write_json(args.out, summary, indent=2)
+    return 0
+
+
+def _train_segmenter(args: argparse.Namespace) -> int:
+    from pipeline.seg_train import SegTrainConfig, train_segmenter
+    from pipeline.segmenter import SegmenterConfig
+
+    try:
+        config = SegTrainConfig(
+            images=args.images, labels=args.labels, out=args.out, ids=args.ids,
+            model=SegmenterConfig(arch=args.arch, encoder=args.encoder), encoder_weights=args.encoder_weights,
+            iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, crop=args.crop, scale=tuple(args.scale),
+            seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every, workers=args.workers,
+        )
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    final = train_segmenter(config, progress=not args.quiet)
+    print(f"segmenter ({args.arch}, {args.encoder}) trained for {args.iterations} iterations: {final}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.crf import CRFConfig
+    from pipeline.metrics import format_table
+    from pipeline.seg_eval import evaluate_segmenter
+    from s4net.io.atomic import write_json
+
+    summary = evaluate_segmenter(
+        args.checkpoint, args.voc_root, args.split, args.device, tuple(args.scales), args.flip,
+        CRFConfig() if args.crf else None, args.save_predictions, progress=not args.quiet,
+    )
+    print(format_table(summary))
+    write_json(args.out, summary, indent=2)
+    print(f"{args.split}: mIoU {100 * summary['mIoU']:.2f} over {summary['images']} images; wrote {args.out}")
+    return 0
+
+
+def _add_cue_options(parser: argparse.ArgumentParser) -> None:
+    from pipeline.keywords import AssignmentConfig
+    from pipeline.proxy import ProxyConfig
+
+    a, p = AssignmentConfig(), ProxyConfig()
+    parser.add_argument("--score-threshold", type=float, default=a.score_threshold, help="instances scoring less are not salient")
+    parser.add_argument("--min-area", type=float, default=a.min_area, help="smaller instances (fraction of the image) are ignore")
+    parser.add_argument("--mask-threshold", type=float, default=a.mask_threshold, help="mask probability counted for areas")
+    parser.add_argument("--min-confidence", type=float, default=a.min_confidence,
+                        help="unmatched instances of multi-keyword images below this classifier probability are ignore")
+    parser.add_argument("--foreground", type=float, default=p.foreground, help="mask probability painting a class")
+    parser.add_argument("--background", type=float, default=p.background, help="below this for all instances: background")
+    parser.add_argument("--border", type=int, default=p.border, help="ignore band (px) along label boundaries")
+
+
+def _add_images_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="S4Net checkpoint (model_final.pt)")
+    parser.add_argument("--images", type=Path, required=True, help="image root (ImageNet layout: train/<wnid>/...)")
+    parser.add_argument("--keywords", type=Path, default=None,
+                        help="keyword CSV (image,keywords; paths relative to --images); default: from the wnid folders")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +201,105 @@ def build_parser() -> argparse.ArgumentParser:
     keywords.add_argument("--wnid-map", type=Path, default=None, help="TSV wnid/imagenet_label/voc_class (default: shipped)")
     add_verbosity(keywords)
     keywords.set_defaults(handler=_keywords)
+
+    proxy = commands.add_parser(
+        "proxy-labels",
+        help="S4Net cues -> keyword assignment -> proxy label PNGs + manifest",
+        description=(
+            "Write OUT/labels/<image>.png (VOC palette; 0 background, 1-20 classes, 255 ignore) and "
+            "OUT/manifest.jsonl for every image of --images (or one shard). Resumable: finished images "
+            "whose PNG checksum and settings match are skipped. Bad images are skipped and listed."
+        ),
+    )
+    _add_images_options(proxy)
+    proxy.add_argument("--out", type=Path, required=True, help="output folder")
+    proxy.add_argument("--cue", choices=("instances", "saliency"), default="instances",
+                       help="instances (the method) or saliency (the baseline: one class-agnostic map)")
+    proxy.add_argument("--crf", action="store_true", help="refine with a dense CRF (ignore stays ignore)")
+    proxy.add_argument("--classifier", type=Path, default=None,
+                       help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, trained if missing)")
+    proxy.add_argument("--shard", default="0/1", help="I/N: label only images whose position modulo N is I")
+    proxy.add_argument("--workers", type=int, default=1, help="processes for CRF and writing")
+    proxy.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<image>.jpg")
+    _add_cue_options(proxy)
+    add_verbosity(proxy)
+    proxy.set_defaults(handler=_proxy_labels)
+
+    classifier = commands.add_parser(
+        "instance-classifier",
+        help="train the instance classifier used to assign several keywords",
+        description="Train it on the salient instances of the single-keyword images (mask-pooled S4Net backbone features).",
+    )
+    _add_images_options(classifier)
+    classifier.add_argument("--out", type=Path, required=True, help="classifier file to write (.pt)")
+    classifier.add_argument("--hidden", type=int, default=256, help="hidden units (0: linear)")
+    classifier.add_argument("--epochs", type=int, default=300)
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.set_defaults(cue="instances", crf=False)
+    _add_cue_options(classifier)
+    add_verbosity(classifier)
+    classifier.set_defaults(handler=_instance_classifier)
+
+    score = commands.add_parser(
+        "score",
+        help="mIoU of one folder of label PNGs against another",
+        description=(
+            "Confusion matrix over the 21 VOC classes of PRED/<x>.png against GT/<x>.png for every ground truth "
+            "(255 in GT is skipped; 255 in PRED counts as a miss; mIoU_labelled and coverage say how the labelled "
+            "part alone scores)."
+        ),
+    )
+    score.add_argument("--pred", type=Path, required=True, help="predicted (or proxy) label folder")
+    score.add_argument("--gt", type=Path, required=True, help="ground-truth label folder")
+    score.add_argument("--out", type=Path, default=None, help="also write the scores as json")
+    add_verbosity(score)
+    score.set_defaults(handler=_score)
+
+    seg = commands.add_parser(
+        "train-segmenter",
+        help="train DeepLab on proxy (or ground-truth) labels",
+        description=(
+            "Every LABELS/<path>.png is paired with IMAGES/<path>.<jpg|png|...>: point --labels at a proxy-label "
+            "folder (OUT/labels), at ground truth (VOC2012/SegmentationClass with --images VOC2012/JPEGImages) or "
+            "any folder laid out the same way. Resumes from OUT/checkpoints/last.pt."
+        ),
+    )
+    seg.add_argument("--images", type=Path, required=True, help="image root")
+    seg.add_argument("--labels", type=Path, required=True, help="label PNG root (255 = ignore)")
+    seg.add_argument("--ids", type=Path, default=None, help="only these label paths (one per line, no .png)")
+    seg.add_argument("--out", type=Path, required=True, help="output folder")
+    seg.add_argument("--arch", choices=("deeplabv3plus", "deeplabv3"), default="deeplabv3plus")
+    seg.add_argument("--encoder", default="resnet101", help="segmentation-models-pytorch encoder name")
+    seg.add_argument("--encoder-weights", type=Path, default=None,
+                     help="local ImageNet weights of the encoder (torchvision .pth); default: from scratch")
+    seg.add_argument("--iterations", type=int, default=20000)
+    seg.add_argument("--batch-size", type=int, default=10)
+    seg.add_argument("--lr", type=float, default=0.01)
+    seg.add_argument("--crop", type=int, default=321, help="square training crop (px)")
+    seg.add_argument("--scale", type=float, nargs=2, default=(0.5, 1.5), metavar=("LO", "HI"), help="random zoom range")
+    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
+    seg.add_argument("--checkpoint-every", type=int, default=200)
+    seg.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    add_verbosity(seg)
+    seg.set_defaults(handler=_train_segmenter)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="mIoU of a segmenter on a VOC-layout split",
+        description="Confusion matrix over 21 classes (255 ignored), mIoU and per-class IoU as json and a table.",
+    )
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="segmenter checkpoint (model_final.pt)")
+    evaluate.add_argument("--voc-root", type=Path, required=True, help="the VOC2012 folder")
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--out", type=Path, required=True, help="metrics json to write")
+    evaluate.add_argument("--flip", action="store_true", help="average with the flipped image")
+    evaluate.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test scales to average")
+    evaluate.add_argument("--crf", action="store_true", help="dense CRF on the predicted probabilities")
+    evaluate.add_argument("--save-predictions", type=Path, default=None, help="also write predicted label PNGs here")
+    evaluate.add_argument("--device", default="cpu")
+    add_verbosity(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 

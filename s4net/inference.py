@@ -7,6 +7,7 @@ bad image is reported and skipped, never fatal.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ class Detections:
         boxes: float32[K, 4] (x1, y1, x2, y2) original pixels, best first.
         scores: float32[K] objectness.
         masks: float32[K, H, W] foreground probabilities.
+        features: float32[K, D] backbone features averaged inside each mask
+            (levels c3..c5 concatenated; see :func:`mask_pooled_features`), when asked for.
     """
 
     key: Any
@@ -40,6 +43,27 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     masks: np.ndarray
+    features: np.ndarray | None = None
+
+
+FEATURE_LEVELS = ("c3", "c4", "c5")
+
+
+def mask_pooled_features(levels: dict[str, torch.Tensor], masks: torch.Tensor, names: Sequence[str] = FEATURE_LEVELS) -> torch.Tensor:
+    """Tensor[K, D]: each level's features of one image averaged inside each mask, levels concatenated.
+
+    Args:
+        levels: backbone outputs of one image, Tensor[C_l, h_l, w_l] each.
+        masks: Tensor[K, H, W] mask probabilities at any resolution covering the same
+            image (they are area-resampled to each level, then used as weights).
+    """
+    pooled = []
+    for name in names:
+        feature = levels[name].float()
+        weights = torch.nn.functional.interpolate(masks[:, None].float(), size=feature.shape[-2:], mode="area")[:, 0]
+        total = weights.flatten(1).sum(1, keepdim=True).clamp(min=1e-6)
+        pooled.append(torch.einsum("khw,chw->kc", weights, feature) / total)
+    return torch.cat(pooled, dim=1) if pooled else masks.new_zeros((masks.shape[0], 0))
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -61,6 +85,17 @@ def _load(item: tuple[Any, Path]) -> tuple[Any, Path, np.ndarray | None, str | N
         return key, path, None, exc.problem
 
 
+def _prefetch(pool: ThreadPoolExecutor, items: Iterable[tuple[Any, Path]], ahead: int) -> Iterator[tuple[Any, Path, np.ndarray | None, str | None]]:
+    """Decoded items in order, at most ``ahead`` decoded or decoding at a time (memory stays flat)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(_load, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def run_detector(
     model: torch.nn.Module,
     items: Iterable[tuple[Any, Path]],
@@ -69,46 +104,64 @@ def run_detector(
     progress: bool = True,
     total: int | None = None,
     skipped: list[dict[str, str]] | None = None,
+    features: bool = False,
+    desc: str = "s4net predict",
 ) -> Iterator[Detections]:
     """Yield :class:`Detections` for ``(key, path)`` items; unreadable images go to ``skipped``.
 
     Images of a batch are decoded in parallel threads while the previous batch runs.
+    With ``features``, each detection also carries its mask-pooled backbone features.
     """
     model.eval()
     device = torch.device(device)
-    bar = tqdm(total=total, disable=not progress, desc="s4net predict", unit="img", dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        loaded = pool.map(_load, items)
-        batch: list[tuple[Any, np.ndarray]] = []
+    bar = tqdm(total=total, disable=not progress, desc=desc, unit="img", dynamic_ncols=True)
+    captured: list[dict[str, torch.Tensor]] = []
+    hook = model.backbone.register_forward_hook(lambda _m, _i, out: captured.append(out)) if features else None
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            loaded = _prefetch(pool, items, 2 * batch_size)
+            batch: list[tuple[Any, np.ndarray]] = []
 
-        def flush() -> Iterator[Detections]:
-            tensors = [torch.from_numpy(np.require(img, requirements="W")).to(device).permute(2, 0, 1).float().div_(255.0) for _, img in batch]
-            with torch.inference_mode():
-                outputs = model(tensors)
-            for (key, img), out in zip(batch, outputs):
-                yield Detections(
-                    key=key,
-                    image=img,
-                    boxes=out["boxes"].float().cpu().numpy(),
-                    scores=out["scores"].float().cpu().numpy(),
-                    masks=out["masks"][:, 0].float().cpu().numpy(),
-                )
-            bar.update(len(batch))
-            batch.clear()
+            def flush() -> Iterator[Detections]:
+                tensors = [torch.from_numpy(np.require(img, requirements="W")).to(device).permute(2, 0, 1).float().div_(255.0) for _, img in batch]
+                captured.clear()
+                with torch.inference_mode():
+                    outputs = model(tensors)
+                    pooled = [None] * len(batch)
+                    if features:
+                        levels = captured[-1]
+                        pooled = [
+                            mask_pooled_features({k: v[i] for k, v in levels.items()}, out["masks"][:, 0]).cpu().numpy()
+                            for i, out in enumerate(outputs)
+                        ]
+                for (key, img), out, feats in zip(batch, outputs, pooled):
+                    yield Detections(
+                        key=key,
+                        image=img,
+                        boxes=out["boxes"].float().cpu().numpy(),
+                        scores=out["scores"].float().cpu().numpy(),
+                        masks=out["masks"][:, 0].float().cpu().numpy(),
+                        features=feats,
+                    )
+                bar.update(len(batch))
+                batch.clear()
 
-        for key, path, image, problem in loaded:
-            if image is None:
-                log.warning("%s: skipped (%s)", path, problem)
-                if skipped is not None:
-                    skipped.append({"image": str(path), "reason": str(problem)})
-                bar.update(1)
-                continue
-            batch.append((key, image))
-            if len(batch) == batch_size:
+            for key, path, image, problem in loaded:
+                if image is None:
+                    log.warning("%s: skipped (%s)", path, problem)
+                    if skipped is not None:
+                        skipped.append({"image": str(path), "reason": str(problem)})
+                    bar.update(1)
+                    continue
+                batch.append((key, image))
+                if len(batch) == batch_size:
+                    yield from flush()
+            if batch:
                 yield from flush()
-        if batch:
-            yield from flush()
-    bar.close()
+    finally:
+        if hook is not None:
+            hook.remove()
+        bar.close()
 
 
 def coco_results(image_id: int, detections: Detections, mask_threshold: float = 0.5) -> list[dict[str, Any]]:

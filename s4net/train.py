@@ -187,7 +187,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _trim_metrics(path: Path, last_iteration: int) -> None:
+def trim_metrics(path: Path, last_iteration: int) -> None:
     """Drop metrics lines beyond ``last_iteration`` (left by a run killed after its last checkpoint)."""
     if not path.exists():
         return
@@ -232,7 +232,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         scaler.load_state_dict(state["scaler"])
         start = int(state["iteration"])
         log.info("resuming from %s at iteration %d", last_path, start)
-        _trim_metrics(metrics_path, start)
+        trim_metrics(metrics_path, start)
     elif metrics_path.exists():
         metrics_path.unlink()
     write_json(out / "train_config.json", cfg.to_dict())

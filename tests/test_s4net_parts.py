@@ -14,7 +14,7 @@ from s4net.models.roi_masking import RoIMasking, box_masks
 from s4net.models.region_padding import max3x3
 from s4net.models.seg_branch import SegmentationBranch, mask_loss, paste_masks
 from s4net.models.windows import (
-    exact_spans, gather_windows, margin_spans, place_windows, whole_map_windows, window_groups,
+    exact_spans, gather_windows, margin_spans, place_windows, ratio_groups, whole_map_windows, window_groups,
 )
 
 
@@ -325,6 +325,21 @@ def test_window_groups_partition_instances_with_bounded_waste(raw: list[tuple[fl
             assert bool((shared.own_lo[j] >= 0).all()) and shared.own_hi[j][0] <= shared.size[1] and shared.own_hi[j][1] <= shared.size[0]
             wasted += shared.size[0] * shared.size[1] - w * h
     assert wasted < 128 * (len(boxes) - len(groups)) + 1  # each instance that joins a group wastes < group_cost cells
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=30))
+def test_training_groups_bound_each_members_waste(raw: list[tuple[float, float, float, float]]) -> None:
+    boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    first, last = margin_spans(boxes, 8, (40, 40), 10)
+    groups = ratio_groups(first, last, waste=1.5)
+    assert torch.equal(torch.cat(groups).sort().values, torch.arange(len(boxes)))
+    for group in groups:
+        shared = place_windows(first[group], last[group], torch.zeros(len(group), dtype=torch.long), (40, 40))
+        for i in group.tolist():
+            w, h = (last[i] - first[i]).tolist()
+            assert shared.size[0] >= h and shared.size[1] >= w and shared.size[0] * shared.size[1] <= 1.5 * w * h
 
 
 def test_pooling_baselines_give_fixed_size_regions() -> None:

@@ -24,7 +24,7 @@ from s4net.models.fusion import fold_batchnorm
 from s4net.models.roi_masking import RoIMasking, box_masks
 from s4net.models.seg_branch import SegmentationBranch, paste_masks, weighted_ce
 from s4net.models.windows import (
-    exact_spans, gather_windows, margin_spans, place_windows, whole_map_windows, window_groups,
+    exact_spans, gather_windows, margin_spans, place_windows, ratio_groups, whole_map_windows, window_groups,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -177,7 +177,7 @@ class S4Net(nn.Module):
         first, last = self.branch_spans(boxes, map_size, exact)
         background = self.branch.background(map_size) if exact else None
         outputs = []
-        for members in window_groups(first, last):
+        for members in window_groups(first, last) if exact else ratio_groups(first, last):
             windows = place_windows(first[members], last[members], image_index[members], map_size)
             region = self.roi_masking(features, boxes[members], image_index[members], windows)
             if exact and windows.size != map_size:

@@ -152,6 +152,30 @@ def window_groups(first: Tensor, last: Tensor, group_cost: float = 128.0) -> lis
     return [torch.tensor(sorted(members), dtype=torch.long, device=first.device) for _, _, members in groups]
 
 
+def ratio_groups(first: Tensor, last: Tensor, waste: float = 1.5) -> list[Tensor]:
+    """Groups whose shared canvas is at most ``waste`` x each member's own area (the training rule).
+
+    Instances are taken largest span first; each joins the first group whose canvas
+    already covers its span within that bound, or starts a new one. Training keeps
+    this rule so that the demo recipe computes exactly what it was tuned with.
+    """
+    n = first.shape[0]
+    if n <= 1:
+        return [torch.arange(n, device=first.device)]
+    sizes = (last - first).tolist()
+    order = sorted(range(n), key=lambda i: -sizes[i][0] * sizes[i][1])
+    groups: list[tuple[int, int, list[int]]] = []  # (width, height, members)
+    for i in order:
+        w, h = sizes[i]
+        for gw, gh, members in groups:
+            if w <= gw and h <= gh and gw * gh <= waste * w * h:
+                members.append(i)
+                break
+        else:
+            groups.append((w, h, [i]))
+    return [torch.tensor(sorted(members), dtype=torch.long, device=first.device) for _, _, members in groups]
+
+
 def gather_windows(features: Tensor, image_index: Tensor, origin: Tensor, size: tuple[int, int]) -> Tensor:
     """Tensor[N, C, h, w]: windows of ``size`` (h, w) at ``origin`` (x0, y0) cut out of ``features`` [B, C, H, W] in one gather."""
     h, w = size

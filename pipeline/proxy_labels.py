@@ -1,0 +1,309 @@
+"""``wsss proxy-labels``: S4Net cues -> keyword assignment -> proxy label PNGs + manifest.
+
+Output, under ``OUT``:
+
+* ``labels/<image path>.png``: VOC-palette labels (0 background, 1..20 classes, 255 ignore);
+* ``manifest[.shard-I-of-N].jsonl``: one line per image (keywords, instances kept and
+  rejected with their scores, per-class pixel counts, the PNG's sha256, or why it was
+  skipped), appended as images finish;
+* ``overlays/<image path>.png`` with ``--overlays``.
+
+The run is resumable: an image whose manifest line names an existing PNG with the
+same checksum, made with the same settings, is not redone. It streams: images are
+read, labelled and written batch by batch, so memory does not grow with their number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from pipeline.classes import FOREGROUND_CLASSES, IGNORE_INDEX, VOC_CLASSES, voc_palette
+from pipeline.crf import CRFConfig, refine_labels
+from pipeline.cues import CUES, CueResult, make_cue
+from pipeline.imagenet import ImageNetSubset, KeywordEntry
+from pipeline.instance_classifier import ClassifierConfig, InstanceClassifier, load_classifier, save_classifier, train_classifier
+from pipeline.keywords import AssignmentConfig, instance_areas
+from pipeline.proxy import ProxyConfig
+from s4net.inference import Detections
+from s4net.io.atomic import write_json
+from s4net.io.images import save_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based): the images whose position modulo ``count`` is ``index``."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= I < N")
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """``"I/N"`` with I in 0..N-1."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"shard {text!r} must look like I/N, e.g. 0/4") from None
+        return cls(index, count)
+
+    @property
+    def manifest_name(self) -> str:
+        return "manifest.jsonl" if self.count == 1 else f"manifest.shard-{self.index}-of-{self.count}.jsonl"
+
+
+@dataclass(frozen=True)
+class ProxyLabelSettings:
+    """Everything that decides a label's content (its fingerprint goes into each manifest line)."""
+
+    cue: str = "instances"
+    assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    crf: CRFConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.cue not in CUES:
+            raise ValueError(f"unknown cue {self.cue!r}; expected one of {list(CUES)}")
+
+    def fingerprint(self, checkpoint_sha: str, classifier_sha: str | None) -> str:
+        text = json.dumps({"settings": asdict(self), "checkpoint": checkpoint_sha, "classifier": classifier_sha}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def label_relpath(image: str) -> str:
+    """Where an image's label goes, relative to ``OUT/labels``: its own path with ``.png``."""
+    return str(Path(image).with_suffix(".png").as_posix())
+
+
+def read_manifests(out: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Last record per image over every ``manifest*.jsonl`` in ``out`` (torn lines are skipped)."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(out).glob("manifest*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill: that image is redone
+                if isinstance(record, dict) and "image" in record:
+                    records[record["image"]] = record
+    return records
+
+
+def is_done(record: dict[str, Any] | None, out: Path, fingerprint: str) -> bool:
+    """Whether a manifest record names a finished label made with these settings."""
+    if not record or record.get("skipped") or record.get("settings") != fingerprint:
+        return False
+    path = out / "labels" / record["label"]
+    return path.is_file() and file_sha256(path) == record.get("sha256")
+
+
+def pixel_counts(labels: np.ndarray) -> dict[str, int]:
+    """Pixels per label name (``ignore`` for 255), only those present."""
+    values, counts = np.unique(labels, return_counts=True)
+    return {("ignore" if v == IGNORE_INDEX else VOC_CLASSES[v]): int(c) for v, c in zip(values.tolist(), counts.tolist())}
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """uint8[H, W, 3]: the image blended with the labels' VOC colours (background left as is)."""
+    palette = np.asarray(voc_palette(), dtype=np.float32).reshape(256, 3)
+    colours = palette[labels]
+    blend = np.where((labels == 0)[..., None], image.astype(np.float32), (1 - alpha) * image + alpha * colours)
+    return np.clip(blend, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class _Pending:
+    """What a worker needs to finish one image (CRF if asked, PNG, overlay)."""
+
+    entry: KeywordEntry
+    image: np.ndarray
+    result: CueResult
+    record: dict[str, Any]
+
+
+def _finish(pending: _Pending, out: Path, crf: CRFConfig | None, overlays: bool) -> dict[str, Any]:
+    """Refine (optional), write the label PNG (atomic) and the overlay; return the manifest record."""
+    from pipeline.voc import write_voc_label
+
+    result = pending.result
+    labels = result.labels
+    if crf is not None and result.probabilities is not None:
+        labels = refine_labels(pending.image, labels, result.probabilities, result.label_ids, crf)
+    relative = label_relpath(pending.entry.image)
+    path = out / "labels" / relative
+    write_voc_label(path, labels)
+    if overlays:
+        save_image(out / "overlays" / Path(relative).with_suffix(".jpg"), overlay(pending.image, labels))
+    record = dict(pending.record)
+    record.update(label=relative, class_pixels=pixel_counts(labels), sha256=file_sha256(path))
+    return record
+
+
+def collect_training_instances(
+    detections: Iterator[Detections], entries: dict[str, KeywordEntry], config: AssignmentConfig, max_per_class: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features and class indices (0..19) of kept instances of single-keyword images."""
+    features, labels = [], []
+    per_class = dict.fromkeys(range(len(FOREGROUND_CLASSES)), 0)
+    for det in detections:
+        entry = entries[det.key]
+        cls = FOREGROUND_CLASSES.index(entry.keywords[0])
+        if per_class[cls] >= max_per_class or det.features is None:
+            continue
+        areas = instance_areas(det.masks, config.mask_threshold)
+        for i in range(len(det.scores)):
+            if det.scores[i] >= config.score_threshold and areas[i] >= config.min_area and per_class[cls] < max_per_class:
+                features.append(det.features[i])
+                labels.append(cls)
+                per_class[cls] += 1
+    if not features:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return np.stack(features).astype(np.float32), np.asarray(labels, dtype=np.int64)
+
+
+def _detections(model, subset: ImageNetSubset, indices: list[int], batch_size: int, device, progress: bool,
+                skipped: list[dict[str, str]], desc: str) -> Iterator[Detections]:
+    from s4net.inference import run_detector
+
+    items = ((subset.entries[i].image, subset.image_path(i)) for i in indices)
+    return run_detector(model, items, batch_size=batch_size, device=device, progress=progress, total=len(indices),
+                        skipped=skipped, features=True, desc=desc)
+
+
+def fit_instance_classifier(
+    model, subset: ImageNetSubset, assignment: AssignmentConfig, config: ClassifierConfig, out: Path,
+    batch_size: int = 8, device="cpu", progress: bool = True, max_per_class: int = 500,
+) -> tuple[InstanceClassifier, dict]:
+    """Train the instance classifier on the single-keyword images of ``subset`` and save it to ``out``."""
+    singles = [i for i, e in enumerate(subset.entries) if len(e.keywords) == 1]
+    entries = {subset.entries[i].image: subset.entries[i] for i in singles}
+    skipped: list[dict[str, str]] = []
+    features, labels = collect_training_instances(
+        _detections(model, subset, singles, batch_size, device, progress, skipped, "classifier instances"),
+        entries, assignment, max_per_class,
+    )
+    if len(labels) < 2:
+        raise ValueError(f"only {len(labels)} salient instances in single-keyword images: too few to train the instance classifier")
+    classifier, report = train_classifier(features, labels, config)
+    report["single_keyword_images"] = len(singles)
+    report["skipped_images"] = len(skipped)
+    save_classifier(out, classifier, report)
+    return classifier, report
+
+
+def run_proxy_labels(
+    checkpoint: str | os.PathLike,
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    keywords: str | os.PathLike | None = None,
+    settings: ProxyLabelSettings = ProxyLabelSettings(),
+    classifier_path: str | os.PathLike | None = None,
+    classifier_config: ClassifierConfig = ClassifierConfig(),
+    shard: Shard = Shard(),
+    workers: int = 1,
+    batch_size: int = 8,
+    device: str = "cpu",
+    overlays: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write proxy labels for (a shard of) a keyword-tagged image set; returns a summary."""
+    from s4net.checkpoint import load_checkpoint
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    subset = ImageNetSubset(images, keywords)
+    model = load_checkpoint(checkpoint, map_location=device).for_inference()
+    checkpoint_sha = file_sha256(checkpoint)
+    classifier, classifier_sha = None, None
+    needs_classifier = settings.cue == "instances" and any(len(e.keywords) > 1 for e in subset.entries)
+    if needs_classifier:
+        path = Path(classifier_path) if classifier_path else out / "instance_classifier.pt"
+        if path.is_file():
+            classifier, report = load_classifier(path)
+            log.info("instance classifier %s (held-out accuracy %s)", path, report.get("heldout_accuracy"))
+        else:
+            classifier, report = fit_instance_classifier(model, subset, settings.assignment, classifier_config, path,
+                                                         batch_size, device, progress)
+        classifier_sha = file_sha256(path)
+    fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha)
+    cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier)
+    done = read_manifests(out)
+    mine = [i for i in range(len(subset)) if i % shard.count == shard.index]
+    todo = [i for i in mine if not is_done(done.get(subset.entries[i].image), out, fingerprint)]
+    log.info("%d images in shard %d/%d, %d already done", len(mine), shard.index, shard.count, len(mine) - len(todo))
+    skipped: list[dict[str, str]] = []
+    entries = {subset.entries[i].image: subset.entries[i] for i in todo}
+    written = 0
+    manifest_path = out / shard.manifest_name
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    in_flight: deque[Future] = deque()
+    try:
+        with open(manifest_path, "a", encoding="utf-8") as manifest:
+
+            def record_line(record: dict[str, Any]) -> None:
+                manifest.write(json.dumps(record, separators=(",", ":")) + "\n")
+                manifest.flush()
+
+            def drain(limit: int) -> None:
+                nonlocal written
+                while len(in_flight) > limit:
+                    record_line(in_flight.popleft().result())
+                    written += 1
+
+            for det in _detections(model, subset, todo, batch_size, device, progress, skipped, f"proxy labels ({settings.cue})"):
+                entry = entries[det.key]
+                result = cue(det, entry.keywords)
+                record = {"image": entry.image, "keywords": list(entry.keywords), "size": [det.image.shape[1], det.image.shape[0]],
+                          **result.record, "settings": fingerprint}
+                pending = _Pending(entry, det.image, result, record)
+                if pool is None:
+                    record_line(_finish(pending, out, settings.crf, overlays))
+                    written += 1
+                else:
+                    in_flight.append(pool.submit(_finish, pending, out, settings.crf, overlays))
+                    drain(2 * workers)
+            drain(0)
+            for item in skipped:
+                relative = Path(item["image"]).resolve().relative_to(Path(images).resolve()).as_posix()
+                record_line({"image": relative, "skipped": item["reason"]})
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    summary = {
+        "shard": [shard.index, shard.count],
+        "images": len(mine),
+        "written": written,
+        "reused": len(mine) - len(todo),
+        "skipped": len(skipped),
+        "cue": settings.cue,
+        "crf": settings.crf is not None,
+        "settings": fingerprint,
+        "checkpoint": str(checkpoint),
+        "manifest": manifest_path.name,
+    }
+    write_json(out / manifest_path.name.replace("manifest", "summary").replace(".jsonl", ".json"), summary, indent=2)
+    return summary

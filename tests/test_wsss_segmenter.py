@@ -1,0 +1,127 @@
+"""The segmenter: label/image pairing, seeded augmentation, resumable training, evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.classes import IGNORE_INDEX
+from pipeline.cli import main as wsss_main
+from pipeline.seg_data import Augment, SeededSegBatches, augment, find_pairs
+from pipeline.seg_train import SegTrainConfig, poly_factor, train_segmenter
+from pipeline.segmenter import SegmenterConfig, build_segmenter, read_segmenter
+from s4net.errors import DatasetError, InputError
+
+TINY = SegmenterConfig(arch="deeplabv3plus", encoder="resnet18")
+
+
+def test_pairs_follow_the_label_paths(tiny_world: Path, tmp_path: Path) -> None:
+    imagenet = tiny_world / "imagenet"
+    pairs = find_pairs(imagenet, imagenet / "masks")
+    assert len(pairs) == 40 and all(p.image.suffix == ".JPEG" and p.image.is_file() for p in pairs)
+    voc = tiny_world / "voc" / "VOC2012"
+    listed = find_pairs(voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation" / "train.txt")
+    assert len(listed) == 16
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "lonely.png").write_bytes((voc / "SegmentationClass").glob("*.png").__next__().read_bytes())
+    with pytest.raises(DatasetError, match="has no image"):
+        find_pairs(voc / "JPEGImages", tmp_path / "labels")
+
+
+def test_batches_are_a_pure_function_of_seed_and_iteration() -> None:
+    whole = list(SeededSegBatches(7, 3, seed=5, start=0, iterations=6))
+    resumed = list(SeededSegBatches(7, 3, seed=5, start=4, iterations=6))
+    assert whole[4:] == resumed
+    first_epoch = [index for batch in whole for index, _ in batch][:7]
+    assert sorted(first_epoch) == list(range(7))  # every image once per epoch
+    assert whole != list(SeededSegBatches(7, 3, seed=6, start=0, iterations=6))
+
+
+def test_augment_pads_with_ignore_and_flips_consistently() -> None:
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    label = np.zeros((20, 30), dtype=np.uint8)
+    image[:, :10] = 255
+    label[:, :10] = 7
+    out_image, out_label = augment(image, label, Augment(1.0, 0.0, 0.0, flip=True), crop=32)
+    assert out_image.shape == (32, 32, 3) and out_label.shape == (32, 32)
+    assert (out_label[:20, 22:30] == 7).all() and (out_label[20:] == IGNORE_INDEX).all()  # flipped, padded below
+    assert (out_image[:20, 22:30] == 255).all()
+
+
+def test_poly_schedule_and_config_checks() -> None:
+    assert poly_factor(0, 100, 0.9) == 1.0 and poly_factor(100, 100, 0.9) == 0.0
+    with pytest.raises(ValueError, match="crop"):
+        SegTrainConfig(images=Path("."), labels=Path("."), out=Path("."), crop=0)
+    with pytest.raises(ValueError, match="architecture"):
+        SegmenterConfig(arch="unet")
+
+
+def test_missing_encoder_weights_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nothing is downloaded"):
+        build_segmenter(TINY, tmp_path / "resnet18.pth")
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pth")
+    model = build_segmenter(TINY, tmp_path / "resnet18.pth")
+    assert model.encoder.conv1.weight.shape == (64, 3, 7, 7)
+
+
+def _config(world: Path, out: Path, iterations: int) -> SegTrainConfig:
+    imagenet = world / "imagenet"
+    return SegTrainConfig(images=imagenet, labels=imagenet / "masks", out=out, model=TINY, iterations=iterations,
+                          batch_size=2, crop=48, checkpoint_every=2, device="cpu", seed=3)
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tiny_world: Path, tmp_path: Path) -> None:
+    straight = read_segmenter(train_segmenter(_config(tiny_world, tmp_path / "a", 4), progress=False))
+    # stop after 2 iterations (the checkpoint is last.pt), then run the same settings to the end
+    partial = _config(tiny_world, tmp_path / "b", 4)
+    import pipeline.seg_train as seg_train
+
+    class Stop(Exception):
+        pass
+
+    original = seg_train.save_segmenter
+    calls = {"n": 0}
+
+    def stop_after_first_snapshot(*args, **kwargs):
+        original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Stop
+
+    seg_train.save_segmenter = stop_after_first_snapshot
+    try:
+        with pytest.raises(Stop):
+            train_segmenter(partial, progress=False)
+    finally:
+        seg_train.save_segmenter = original
+    assert read_segmenter(tmp_path / "b" / "checkpoints" / "last.pt")["iteration"] == 2
+    resumed = read_segmenter(train_segmenter(partial, progress=False))
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    lines = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [4]
+
+
+def test_cli_trains_and_evaluates_on_voc_layout(tiny_world: Path, tmp_path: Path) -> None:
+    imagenet, voc = tiny_world / "imagenet", tiny_world / "voc" / "VOC2012"
+    code = wsss_main(["train-segmenter", "--images", str(imagenet), "--labels", str(imagenet / "masks"), "--out",
+                      str(tmp_path / "seg"), "--encoder", "resnet18", "--iterations", "2", "--batch-size", "2",
+                      "--crop", "48", "--device", "cpu", "-q"])
+    assert code == 0
+    code = wsss_main(["evaluate", "--checkpoint", str(tmp_path / "seg" / "model_final.pt"), "--voc-root", str(voc),
+                      "--out", str(tmp_path / "val.json"), "--flip", "--save-predictions", str(tmp_path / "pred"), "-q"])
+    assert code == 0
+    summary = json.loads((tmp_path / "val.json").read_text())
+    assert summary["images"] == 16 and 0.0 <= summary["mIoU"] <= 1.0 and len(summary["per_class_iou"]) == 21
+    assert len(list((tmp_path / "pred").glob("*.png"))) == 16
+    code = wsss_main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(voc / "SegmentationClass"),
+                      "--out", str(tmp_path / "score.json")])
+    assert code == 2  # the ground-truth folder also holds train images without a prediction: refused, not skipped
+    assert wsss_main(["train-segmenter", "--images", str(imagenet), "--labels", str(imagenet / "masks"), "--out",
+                      str(tmp_path / "bad"), "--crop", "0"]) == 2
