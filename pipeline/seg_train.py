@@ -21,9 +21,8 @@ from tqdm import tqdm
 from pipeline.classes import IGNORE_INDEX
 from pipeline.seg_data import SeededSegBatches, SegmentationPairs, find_pairs
 from pipeline.segmenter import SegmenterConfig, build_segmenter, normalise, read_segmenter, save_segmenter
-from s4net.errors import InputError
 from s4net.io.atomic import write_json
-from s4net.train import autocast_context, parameter_groups, resolve_device, trim_metrics
+from s4net.train import autocast_context, parameter_groups, resolve_device, restore_training
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +118,8 @@ def _train(cfg: SegTrainConfig, progress: bool) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
     if last_path.exists():
-        state = read_segmenter(last_path, map_location=device)
-        if state.get("train") != cfg.resume_key():
-            raise InputError(last_path, "was written with different training settings; use another --out or delete it to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start = int(state["iteration"])
-        log.info("resuming from %s at iteration %d", last_path, start)
-        trim_metrics(metrics_path, start)
+        start = restore_training(read_segmenter(last_path, map_location=device), cfg.resume_key(), last_path,
+                                 model, optimizer, scaler, metrics_path)
     elif metrics_path.exists():
         metrics_path.unlink()
     write_json(out / "train_config.json", {**cfg.to_dict(), "pairs": len(pairs)}, indent=2)

@@ -201,6 +201,25 @@ def trim_metrics(path: Path, last_iteration: int) -> None:
     atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
+def restore_training(
+    state: dict[str, Any], key: dict[str, Any], last_path: Path, model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, metrics_path: Path,
+) -> int:
+    """Load a ``last.pt`` state written with the same settings (``key``); returns the iteration to go on from.
+
+    Metrics lines logged after that checkpoint (by a run killed later) are dropped.
+    """
+    if state.get("train") != key:
+        raise InputError(last_path, "was written with different training settings; use another --out or delete the folder to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    start = int(state["iteration"])
+    log.info("resuming from %s at iteration %d", last_path, start)
+    trim_metrics(metrics_path, start)
+    return start
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of ``model_final.pt``."""
     out = cfg.out
@@ -221,18 +240,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     start = 0
     if last_path.exists():
-        state = read_checkpoint(last_path, map_location=device)
-        if state.get("train") != cfg.resume_key():
-            raise InputError(
-                last_path,
-                "was written with different training settings; use another --out or delete the folder to start over",
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start = int(state["iteration"])
-        log.info("resuming from %s at iteration %d", last_path, start)
-        trim_metrics(metrics_path, start)
+        start = restore_training(read_checkpoint(last_path, map_location=device), cfg.resume_key(), last_path,
+                                 model, optimizer, scaler, metrics_path)
     elif metrics_path.exists():
         metrics_path.unlink()
     write_json(out / "train_config.json", cfg.to_dict())

@@ -290,14 +290,20 @@ def test_background_is_recomputed_when_weights_change() -> None:
     st.sampled_from(["binary", "expanded", "ternary"]),
 )
 def test_exact_windows_are_exact_and_never_larger(raw: list[tuple[float, float, float, float]], variant: str) -> None:
-    boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
-    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    boxes = _boxes_from(raw)
     branch = _busy_branch()
     masking = RoIMasking(variant, 1 / 3, 8)
     features = torch.relu(torch.randn(1, 16, 40, 40))
     first, last = _windowed_equals_whole_map(branch, masking, features, boxes, torch.zeros(len(boxes), dtype=torch.long), True)
     wide_first, wide_last = margin_spans(boxes, 8, (40, 40), branch.receptive_radius + 1)
     assert bool((first >= wide_first).all() and (last <= wide_last).all() and (last > first).all())
+
+
+def _boxes_from(raw: list[tuple[float, float, float, float]]) -> torch.Tensor:
+    """Boxes (x, y, w, h) drawn by hypothesis, clipped to a 320 image, at least half a pixel wide."""
+    boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    return boxes
 
 
 def test_separable_max_equals_max_pool() -> None:
@@ -309,8 +315,7 @@ def test_separable_max_equals_max_pool() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=30))
 def test_window_groups_partition_instances_with_bounded_waste(raw: list[tuple[float, float, float, float]]) -> None:
-    boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
-    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    boxes = _boxes_from(raw)
     first, last = margin_spans(boxes, 8, (40, 40), 10)
     groups = window_groups(first, last, group_cost=128)
     members = torch.cat(groups).sort().values
@@ -330,8 +335,7 @@ def test_window_groups_partition_instances_with_bounded_waste(raw: list[tuple[fl
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=30))
 def test_training_groups_bound_each_members_waste(raw: list[tuple[float, float, float, float]]) -> None:
-    boxes = torch.tensor([[x, y, min(x + w, 320.0), min(y + h, 320.0)] for x, y, w, h in raw])
-    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 0.5)
+    boxes = _boxes_from(raw)
     first, last = margin_spans(boxes, 8, (40, 40), 10)
     groups = ratio_groups(first, last, waste=1.5)
     assert torch.equal(torch.cat(groups).sort().values, torch.arange(len(boxes)))
