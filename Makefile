@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml
 
 # The workflow on the embedded synthetic world (workflows/configs/demo.yaml).
 demo: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) \
+	@# a run killed earlier leaves snakemake's lock behind; clear it, then go on where that run stopped
+	@$(VENV)/bin/snakemake --unlock --configfile workflows/configs/demo.yaml --config results=$(DEMO_DIR) >/dev/null 2>&1 || true
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete \
 		--configfile workflows/configs/demo.yaml --config results=$(DEMO_DIR)
 	@echo "demo outputs: $(abspath $(DEMO_DIR)); synthetic data in $(abspath $(DEMO_DIR))/data," \
 		"contact sheet $(abspath $(DEMO_DIR))/data/preview/contact_sheet.png;" \

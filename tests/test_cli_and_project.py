@@ -68,7 +68,27 @@ def test_snakefile_plans_the_demo(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
-    assert "demo_data" in result.stdout + result.stderr
+    planned = result.stdout + result.stderr
+    for rule in ("demo_data", "train_s4net", "instance_classifier", "proxy_labels", "gather_proxy_labels", "train_segmenter", "evaluate_segmenter"):
+        assert rule in planned, rule
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("colour: red\n", "'colour' was unexpected"),
+    ("wsss:\n  shards: two\n", "'two' is not of type 'integer'"),
+    ("wsss:\n  cues: [instances, clip]\n", "'clip' is not one of"),
+    ("s4net:\n  size: 100\n", "100 is not a multiple of 32"),
+])
+def test_config_schema_rejects_bad_configs_before_any_job(tmp_path: Path, bad: str, message: str) -> None:
+    (tmp_path / "bad.yaml").write_text(bad)
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--dry-run", "--cores", "1", "--directory", str(REPO),
+         "--configfile", str(REPO / "workflows" / "configs" / "demo.yaml"), str(tmp_path / "bad.yaml"),
+         "--config", f"results={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
 
 
 def test_ci_run_fails_when_no_test_is_collected(tmp_path: Path) -> None:

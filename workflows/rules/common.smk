@@ -1,18 +1,36 @@
-# Parameters read from the config in one place.
+# Parameters read from the config in one place; defaults and checks in workflows/schemas/config.schema.yaml.
+import os
 
-RESULTS = config.get("results", "results")
-SEED = int(config.get("seed", 0))
-DEMO_SCALE = config.get("demo_scale", "small")
-S4NET = {
-    "model_config": "workflows/configs/s4net_demo_model.yaml",
-    "size": 128,
-    "iterations": 2600,
-    "batch_size": 8,
-    "lr": 0.02,
-    "lr_steps": [2000, 2420],
-    "warmup": 50,
-    "grad_clip": 5.0,
-    "scale_jitter": [0.8, 1.25],  # random zoom; helps the detector generalise on the longer schedule
-    "cpu_bf16": "auto",  # bfloat16 autocast where the CPU supports it (fp32 elsewhere: slower)
-    **config.get("s4net", {}),
-}
+
+import yaml
+from snakemake.utils import validate
+
+SCHEMA = os.path.join(workflow.basedir, "workflows", "schemas", "config.schema.yaml")
+validate(config, SCHEMA)  # a wrong key or type stops here, before any job, naming it
+
+
+def schema_defaults(node):
+    """The ``default`` of every property of a schema node, nested objects included."""
+    if node.get("type") != "object":
+        return node.get("default")
+    return {key: schema_defaults(child) for key, child in node.get("properties", {}).items()}
+
+
+def merged(defaults, given):
+    """``given`` over ``defaults``, key by key inside nested dicts."""
+    if not isinstance(defaults, dict) or not isinstance(given, dict):
+        return given
+    return {key: merged(defaults.get(key), given[key]) if key in given else value for key, value in defaults.items()}
+
+
+with open(SCHEMA) as handle:
+    SETTINGS = merged(schema_defaults(yaml.safe_load(handle)), config)
+
+RESULTS = SETTINGS["results"]
+SEED = SETTINGS["seed"]
+DEMO_SCALE = SETTINGS["demo_scale"]
+S4NET = SETTINGS["s4net"]
+WSSS = SETTINGS["wsss"]
+SOURCES = list(WSSS["cues"]) + (["ground_truth"] if WSSS["reference"] else [])
+IMAGENET = f"{RESULTS}/data/imagenet"
+VOC_ROOT = f"{RESULTS}/data/voc/VOC2012"

@@ -4,8 +4,7 @@ rule train_s4net:
         world=rules.demo_data.output.world,
         model_config=S4NET["model_config"],
     output:
-        checkpoint=f"{RESULTS}/s4net/model_final.pt",
-        metrics=f"{RESULTS}/s4net/metrics.jsonl",
+        checkpoint=f"{RESULTS}/s4net/model_final.pt",  # metrics.jsonl and checkpoints/ are not outputs: a rerun resumes from them
     log:
         f"{RESULTS}/logs/train_s4net.log",
     params:
