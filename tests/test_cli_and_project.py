@@ -73,6 +73,27 @@ def test_snakefile_plans_the_demo(tmp_path: Path) -> None:
         assert rule in planned, rule
 
 
+def test_slurm_profile_plans_the_dag_with_the_declared_resources(tmp_path: Path) -> None:
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="the slurm extra is not installed")
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--profile", str(REPO / "workflows" / "profiles" / "slurm"), "--dry-run",
+         "--directory", str(REPO), "--configfile", str(REPO / "workflows" / "configs" / "demo.yaml"),
+         "--config", f"results={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs: dict[str, str] = {}  # rule -> its planned resources line
+    name = None
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            name = line.split()[1].rstrip(":")
+        elif name and line.strip().startswith("resources:"):
+            jobs[name] = line
+    assert "gpu=1" in jobs["train_s4net"] and "slurm_partition=CHANGE_ME_gpu_partition" in jobs["train_s4net"]
+    assert "mem_mb=6000" in jobs["train_segmenter"] and "runtime=120" in jobs["train_segmenter"]
+    assert "slurm_account=CHANGE_ME_account" in jobs["evaluate_s4net"] and "gpu" not in jobs["evaluate_s4net"]
+
+
 @pytest.mark.parametrize("bad, message", [
     ("colour: red\n", "'colour' was unexpected"),
     ("wsss:\n  shards: two\n", "'two' is not of type 'integer'"),

@@ -1,3 +1,7 @@
+localrules:
+    gather_proxy_labels,  # a cat of a few files: not worth a cluster job
+
+
 rule instance_classifier:
     """The classifier that names the instances of multi-keyword images (trained on single-keyword ones)."""
     input:
