@@ -16,3 +16,4 @@ rule all:
         rules.evaluate_s4net.output.metrics,
         expand(rules.score_proxy_labels.output.scores, cue=WSSS["cues"]),
         expand(rules.evaluate_segmenter.output.metrics, source=SOURCES),
+        rules.provenance.output.settings,

@@ -141,6 +141,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provenance(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.provenance import write_provenance
+
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as exc:
+        raise InputError(None, f"--settings is not JSON ({exc.msg} at character {exc.pos})") from None
+    write_provenance(args.out, settings)
+    print(f"wrote settings.json, code.json and pip_freeze.txt to {args.out}")
+    return 0
+
+
 def _add_cue_options(parser: argparse.ArgumentParser) -> None:
     from pipeline.keywords import AssignmentConfig
     from pipeline.proxy import ProxyConfig
@@ -300,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     add_verbosity(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    provenance = commands.add_parser(
+        "provenance",
+        help="record the settings, code version and Python environment of a run",
+        description="Write OUT/settings.json (the settings given), OUT/code.json (versions, git describe) and OUT/pip_freeze.txt.",
+    )
+    provenance.add_argument("--out", type=Path, required=True)
+    provenance.add_argument("--settings", default="{}", help="the run's settings as JSON")
+    add_verbosity(provenance)
+    provenance.set_defaults(handler=_provenance)
     return parser
 
 

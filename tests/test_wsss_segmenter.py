@@ -125,3 +125,13 @@ def test_cli_trains_and_evaluates_on_voc_layout(tiny_world: Path, tmp_path: Path
     assert code == 2  # the ground-truth folder also holds train images without a prediction: refused, not skipped
     assert wsss_main(["train-segmenter", "--images", str(imagenet), "--labels", str(imagenet / "masks"), "--out",
                       str(tmp_path / "bad"), "--crop", "0"]) == 2
+
+
+def test_provenance_records_settings_code_and_environment(tmp_path: Path) -> None:
+    assert wsss_main(["provenance", "--out", str(tmp_path), "--settings", '{"seed": 3, "wsss": {"shards": 2}}']) == 0
+    assert json.loads((tmp_path / "settings.json").read_text()) == {"seed": 3, "wsss": {"shards": 2}}
+    code = json.loads((tmp_path / "code.json").read_text())
+    assert code["s4net"] and code["pipeline"] and code["python"]
+    freeze = (tmp_path / "pip_freeze.txt").read_text().splitlines()
+    assert any(line.lower().startswith("torch==") for line in freeze) and freeze == sorted(freeze, key=str.lower)
+    assert wsss_main(["provenance", "--out", str(tmp_path / "x"), "--settings", "{seed"]) == 2

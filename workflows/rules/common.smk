@@ -1,6 +1,6 @@
 # Parameters read from the config in one place; defaults and checks in workflows/schemas/config.schema.yaml.
+import json
 import os
-
 
 import yaml
 from snakemake.utils import validate

@@ -2,6 +2,8 @@ rule demo_data:
     """The synthetic salient world (COCO salient instances, ImageNet subset, VOC 2012)."""
     output:
         world=f"{RESULTS}/data/world.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo_data.tsv"
     log:
         f"{RESULTS}/logs/demo_data.log",
     params:

@@ -5,6 +5,8 @@ rule train_s4net:
         model_config=S4NET["model_config"],
     output:
         checkpoint=f"{RESULTS}/s4net/model_final.pt",  # metrics.jsonl and checkpoints/ are not outputs: a rerun resumes from them
+    benchmark:
+        f"{RESULTS}/benchmarks/train_s4net.tsv"
     log:
         f"{RESULTS}/logs/train_s4net.log",
     params:
@@ -38,6 +40,8 @@ rule evaluate_s4net:
         checkpoint=rules.train_s4net.output.checkpoint,
     output:
         metrics=f"{RESULTS}/s4net/test_metrics.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_s4net.tsv"
     log:
         f"{RESULTS}/logs/evaluate_s4net.log",
     params:

@@ -1,5 +1,6 @@
 localrules:
     gather_proxy_labels,  # a cat of a few files: not worth a cluster job
+    provenance,
 
 
 rule instance_classifier:
@@ -9,6 +10,8 @@ rule instance_classifier:
         world=rules.demo_data.output.world,
     output:
         classifier=f"{RESULTS}/proxy/instance_classifier.pt",
+    benchmark:
+        f"{RESULTS}/benchmarks/instance_classifier.tsv"
     log:
         f"{RESULTS}/logs/instance_classifier.log",
     params:
@@ -32,6 +35,8 @@ rule proxy_labels:
     output:
         # written last; the shard's manifest is not an output, so a rerun after a kill resumes from it
         summary=f"{RESULTS}/proxy/{{cue}}/summary.shard-{{shard}}-of-{WSSS['shards']}.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/proxy_labels_{{cue}}_{{shard}}.tsv"
     log:
         f"{RESULTS}/logs/proxy_labels_{{cue}}_{{shard}}.log",
     wildcard_constraints:
@@ -80,6 +85,8 @@ rule train_segmenter:
         unpack(segmenter_labels),
     output:
         checkpoint=f"{RESULTS}/segmenter/{{source}}/model_final.pt",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_segmenter_{{source}}.tsv"
     log:
         f"{RESULTS}/logs/train_segmenter_{{source}}.log",
     wildcard_constraints:
@@ -107,6 +114,8 @@ rule evaluate_segmenter:
         checkpoint=rules.train_segmenter.output.checkpoint,
     output:
         metrics=f"{RESULTS}/segmenter/{{source}}/val_metrics.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_segmenter_{{source}}.tsv"
     log:
         f"{RESULTS}/logs/evaluate_segmenter_{{source}}.log",
     wildcard_constraints:
@@ -128,6 +137,8 @@ rule score_proxy_labels:
         manifest=rules.gather_proxy_labels.output.manifest,
     output:
         scores=f"{RESULTS}/proxy/{{cue}}/scores.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_proxy_labels_{{cue}}.tsv"
     log:
         f"{RESULTS}/logs/score_proxy_labels_{{cue}}.log",
     wildcard_constraints:
@@ -141,3 +152,22 @@ rule score_proxy_labels:
         runtime=10,
     shell:
         "wsss score --pred {params.labels:q} --gt {params.gt:q} --out {output.scores:q} > {log:q} 2>&1"
+
+
+rule provenance:
+    """The settings this DAG ran with, the code version and the Python environment."""
+    output:
+        settings=f"{RESULTS}/provenance/settings.json",
+        code=f"{RESULTS}/provenance/code.json",
+        environment=f"{RESULTS}/provenance/pip_freeze.txt",
+    log:
+        f"{RESULTS}/logs/provenance.log",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.settings),
+        settings=json.dumps(SETTINGS, sort_keys=True),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "wsss provenance --out {params.out:q} --settings {params.settings:q} > {log:q} 2>&1"
