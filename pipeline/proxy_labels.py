@@ -35,6 +35,7 @@ from pipeline.instance_classifier import ClassifierConfig, InstanceClassifier, l
 from pipeline.keywords import AssignmentConfig, instance_areas
 from pipeline.proxy import ProxyConfig
 from s4net.inference import Detections
+from s4net.errors import InputError
 from s4net.io.atomic import write_json
 from s4net.io.images import save_image
 
@@ -207,7 +208,8 @@ def fit_instance_classifier(
         entries, assignment, max_per_class,
     )
     if len(labels) < 2:
-        raise ValueError(f"only {len(labels)} salient instances in single-keyword images: too few to train the instance classifier")
+        raise InputError(subset.root, f"only {len(labels)} salient instances (score >= {assignment.score_threshold}) in its "
+                                      "single-keyword images: too few to train the instance classifier")
     classifier, report = train_classifier(features, labels, config)
     report["single_keyword_images"] = len(singles)
     report["skipped_images"] = len(skipped)

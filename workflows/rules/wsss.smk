@@ -18,13 +18,15 @@ rule instance_classifier:
         images=IMAGENET,
         keywords=f"{IMAGENET}/keywords.csv",
         seed=SEED,
+        score_threshold=WSSS["score_threshold"],
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
     shell:
         "wsss instance-classifier --checkpoint {input.checkpoint:q} --images {params.images:q} "
-        "--keywords {params.keywords:q} --out {output.classifier:q} --seed {params.seed} --quiet > {log:q} 2>&1"
+        "--keywords {params.keywords:q} --out {output.classifier:q} --seed {params.seed} "
+        "--score-threshold {params.score_threshold} --quiet > {log:q} 2>&1"
 
 
 rule proxy_labels:
@@ -48,6 +50,7 @@ rule proxy_labels:
         out=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}",
         shards=WSSS["shards"],
         crf="--crf" if WSSS["crf"] else "",
+        score_threshold=WSSS["score_threshold"],
     threads: 2
     resources:
         mem_mb=4000,
@@ -55,7 +58,8 @@ rule proxy_labels:
     shell:
         "wsss proxy-labels --checkpoint {input.checkpoint:q} --classifier {input.classifier:q} "
         "--images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} --cue {wildcards.cue} "
-        "--shard {wildcards.shard}/{params.shards} --workers {threads} {params.crf} --quiet > {log:q} 2>&1"
+        "--shard {wildcards.shard}/{params.shards} --workers {threads} {params.crf} "
+        "--score-threshold {params.score_threshold} --quiet > {log:q} 2>&1"
 
 
 rule gather_proxy_labels:
