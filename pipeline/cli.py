@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline import __version__
-from s4net.clitools import add_verbosity, command_parser, run
+from s4net.clitools import add_verbosity, command_parser, positive_float, positive_int, run
 from s4net.errors import InputError
 
 
@@ -175,7 +175,7 @@ def _add_images_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="image root (ImageNet layout: train/<wnid>/...)")
     parser.add_argument("--keywords", type=Path, default=None,
                         help="keyword CSV (image,keywords; paths relative to --images); default: from the wnid folders")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
 
 
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--classifier", type=Path, default=None,
                        help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, trained if missing)")
     proxy.add_argument("--shard", default="0/1", help="I/N: label only images whose position modulo N is I")
-    proxy.add_argument("--workers", type=int, default=1, help="processes for CRF and writing")
+    proxy.add_argument("--workers", type=positive_int, default=1, help="processes for CRF and writing")
     proxy.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<image>.jpg")
     _add_cue_options(proxy)
     add_verbosity(proxy)
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--out", type=Path, required=True, help="metrics json to write")
     evaluate.add_argument("--flip", action="store_true", help="average with the flipped image")
-    evaluate.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test scales to average")
+    evaluate.add_argument("--scales", type=positive_float, nargs="+", default=[1.0], help="test scales to average")
     evaluate.add_argument("--crf", action="store_true", help="dense CRF on the predicted probabilities")
     evaluate.add_argument("--save-predictions", type=Path, default=None, help="also write predicted label PNGs here")
     evaluate.add_argument("--device", default="cpu")

@@ -32,7 +32,7 @@ from pipeline.crf import CRFConfig, refine_labels
 from pipeline.cues import CUES, CueResult, make_cue
 from pipeline.imagenet import ImageNetSubset, KeywordEntry
 from pipeline.instance_classifier import ClassifierConfig, InstanceClassifier, load_classifier, save_classifier, train_classifier
-from pipeline.keywords import AssignmentConfig, instance_areas
+from pipeline.keywords import KEPT, AssignmentConfig, candidate_status, instance_areas
 from pipeline.proxy import ProxyConfig
 from s4net.inference import Detections
 from s4net.errors import InputError
@@ -63,8 +63,17 @@ class Shard:
         return cls(index, count)
 
     @property
+    def suffix(self) -> str:
+        """``""`` for the whole set, ``.shard-I-of-N`` for a shard: part of the manifest and summary names."""
+        return "" if self.count == 1 else f".shard-{self.index}-of-{self.count}"
+
+    @property
     def manifest_name(self) -> str:
-        return "manifest.jsonl" if self.count == 1 else f"manifest.shard-{self.index}-of-{self.count}.jsonl"
+        return f"manifest{self.suffix}.jsonl"
+
+    @property
+    def summary_name(self) -> str:
+        return f"summary{self.suffix}.json"
 
 
 @dataclass(frozen=True)
@@ -175,9 +184,9 @@ def collect_training_instances(
         cls = FOREGROUND_CLASSES.index(entry.keywords[0])
         if per_class[cls] >= max_per_class or det.features is None:
             continue
-        areas = instance_areas(det.masks, config.mask_threshold)
+        status = candidate_status(det.scores, instance_areas(det.masks, config.mask_threshold), config)
         for i in range(len(det.scores)):
-            if det.scores[i] >= config.score_threshold and areas[i] >= config.min_area and per_class[cls] < max_per_class:
+            if status[i] == KEPT and per_class[cls] < max_per_class:
                 features.append(det.features[i])
                 labels.append(cls)
                 per_class[cls] += 1
@@ -236,9 +245,9 @@ def run_proxy_labels(
     from s4net.checkpoint import load_checkpoint
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     subset = ImageNetSubset(images, keywords)
     model = load_checkpoint(checkpoint, map_location=device).for_inference()
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be readable
     checkpoint_sha = file_sha256(checkpoint)
     classifier, classifier_sha = None, None
     needs_classifier = settings.cue == "instances" and any(len(e.keywords) > 1 for e in subset.entries)
@@ -307,5 +316,5 @@ def run_proxy_labels(
         "checkpoint": str(checkpoint),
         "manifest": manifest_path.name,
     }
-    write_json(out / manifest_path.name.replace("manifest", "summary").replace(".jsonl", ".json"), summary, indent=2)
+    write_json(out / shard.summary_name, summary, indent=2)
     return summary

@@ -26,6 +26,8 @@ STRIDE = 16  # DeepLab's output stride: inputs are padded to a multiple of it
 def predict_probabilities(model: torch.nn.Module, image: np.ndarray, device: torch.device,
                           scales: Sequence[float] = (1.0,), flip: bool = False) -> np.ndarray:
     """float32[classes, H, W] softmax averaged over ``scales`` (and horizontal flips)."""
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"test scales must be > 0, got {list(scales)}")
     height, width = image.shape[:2]
     tensor = torch.from_numpy(np.array(image, order="C")).to(device).permute(2, 0, 1)[None].float().div_(255.0)
     total = None

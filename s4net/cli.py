@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from s4net import __version__
-from s4net.clitools import add_verbosity, command_parser, run
+from s4net.clitools import add_verbosity, command_parser, positive_int, run
 from s4net.errors import InputError
 
 
@@ -183,7 +183,7 @@ def _add_inference(commands) -> None:
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--checkpoint", type=Path, required=True, help="S4Net checkpoint (model_final.pt)")
-        sub.add_argument("--batch-size", type=int, default=4)
+        sub.add_argument("--batch-size", type=positive_int, default=4)
         sub.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
         sub.add_argument("--detections", type=int, help="proposals kept per image (default: the checkpoint's, 20)")
         add_verbosity(sub)

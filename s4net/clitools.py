@@ -20,6 +20,28 @@ def command_parser(prog: str, description: str, version: str) -> tuple[argparse.
     return parser, commands
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     """``-v`` for debug logging, ``-q`` for warnings only."""
     group = parser.add_mutually_exclusive_group()

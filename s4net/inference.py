@@ -112,6 +112,8 @@ def run_detector(
     Images of a batch are decoded in parallel threads while the previous batch runs.
     With ``features``, each detection also carries its mask-pooled backbone features.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
     model.eval()
     device = torch.device(device)
     bar = tqdm(total=total, disable=not progress, desc=desc, unit="img", dynamic_ncols=True)

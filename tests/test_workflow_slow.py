@@ -17,15 +17,16 @@ TINY = """\
 demo_scale: tiny
 s4net: {size: 64, iterations: 12, batch_size: 4, lr_steps: [8, 10], warmup: 2, cpu_bf16: "off"}
 wsss:
-  shards: 2
+  shards: SHARDS
   score_threshold: 0.0
   segmenter: {iterations: 4, batch_size: 2, crop: 48}
 """
 
 
 @pytest.mark.slow
-def test_tiny_dag_runs_end_to_end(tmp_path: Path) -> None:
-    (tmp_path / "tiny.yaml").write_text(TINY)
+@pytest.mark.parametrize("shards", [1, 2])  # one shard names its files without a shard part
+def test_tiny_dag_runs_end_to_end(tmp_path: Path, shards: int) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("SHARDS", str(shards)))
     out = tmp_path / "out"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [str(BIN / "snakemake"), "--cores", "2", "--directory", str(REPO), "--configfile",

@@ -117,6 +117,13 @@ def test_bad_images_are_skipped_and_listed(checkpoint: Path, tiny_world: Path, t
     assert records["train/n01530575/b.JPEG"]["skipped"] and "sha256" in records["train/n01530575/a.JPEG"]
     assert wsss_main(["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(root), "--out",
                       str(tmp_path / "x"), "--shard", "3/2"]) == 2
+    with pytest.raises(SystemExit) as stop:  # argparse: a one-line usage error
+        wsss_main(["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(root), "--out",
+                   str(tmp_path / "y"), "--batch-size", "0"])
+    assert stop.value.code == 2
+    assert wsss_main(["proxy-labels", "--checkpoint", str(tmp_path / "missing.pt"), "--images", str(root), "--out",
+                      str(tmp_path / "z")]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()  # nothing written for bad input
 
 
 def test_real_imagenet_photos_get_valid_labels(checkpoint: Path, realdata: Path, tmp_path: Path) -> None:

@@ -125,6 +125,10 @@ def test_cli_trains_and_evaluates_on_voc_layout(tiny_world: Path, tmp_path: Path
     assert code == 2  # the ground-truth folder also holds train images without a prediction: refused, not skipped
     assert wsss_main(["train-segmenter", "--images", str(imagenet), "--labels", str(imagenet / "masks"), "--out",
                       str(tmp_path / "bad"), "--crop", "0"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        wsss_main(["evaluate", "--checkpoint", str(tmp_path / "seg" / "model_final.pt"), "--voc-root", str(voc),
+                   "--out", str(tmp_path / "bad.json"), "--scales", "0"])
+    assert stop.value.code == 2 and not (tmp_path / "bad.json").exists()
 
 
 def test_provenance_records_settings_code_and_environment(tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ SEED = SETTINGS["seed"]
 DEMO_SCALE = SETTINGS["demo_scale"]
 S4NET = SETTINGS["s4net"]
 WSSS = SETTINGS["wsss"]
+SHARDS = WSSS["shards"]
+# how `wsss proxy-labels --shard I/N` names its manifest and summary (pipeline.proxy_labels.Shard.suffix)
+SHARD_SUFFIX = f".shard-{{shard}}-of-{SHARDS}" if SHARDS > 1 else ""
 SOURCES = list(WSSS["cues"]) + (["ground_truth"] if WSSS["reference"] else [])
 IMAGENET = f"{RESULTS}/data/imagenet"
 VOC_ROOT = f"{RESULTS}/data/voc/VOC2012"

@@ -36,11 +36,11 @@ rule proxy_labels:
         classifier=rules.instance_classifier.output.classifier,
     output:
         # written last; the shard's manifest is not an output, so a rerun after a kill resumes from it
-        summary=f"{RESULTS}/proxy/{{cue}}/summary.shard-{{shard}}-of-{WSSS['shards']}.json",
+        summary=f"{RESULTS}/proxy/{{cue}}/summary{SHARD_SUFFIX}.json",
     benchmark:
-        f"{RESULTS}/benchmarks/proxy_labels_{{cue}}_{{shard}}.tsv"
+        f"{RESULTS}/benchmarks/proxy_labels_{{cue}}{SHARD_SUFFIX}.tsv"
     log:
-        f"{RESULTS}/logs/proxy_labels_{{cue}}_{{shard}}.log",
+        f"{RESULTS}/logs/proxy_labels_{{cue}}{SHARD_SUFFIX}.log",
     wildcard_constraints:
         cue="instances|saliency",
         shard=r"\d+",
@@ -48,7 +48,7 @@ rule proxy_labels:
         images=IMAGENET,
         keywords=f"{IMAGENET}/keywords.csv",
         out=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}",
-        shards=WSSS["shards"],
+        shard=lambda wildcards: f"{getattr(wildcards, 'shard', 0)}/{SHARDS}",
         crf="--crf" if WSSS["crf"] else "",
         score_threshold=WSSS["score_threshold"],
     threads: 2
@@ -58,20 +58,26 @@ rule proxy_labels:
     shell:
         "wsss proxy-labels --checkpoint {input.checkpoint:q} --classifier {input.classifier:q} "
         "--images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} --cue {wildcards.cue} "
-        "--shard {wildcards.shard}/{params.shards} --workers {threads} {params.crf} "
+        "--shard {params.shard} --workers {threads} {params.crf} "
         "--score-threshold {params.score_threshold} --quiet > {log:q} 2>&1"
+
+
+def shard_files(kind, extension, cue):
+    """The manifest or summary of every shard of one cue."""
+    pattern = f"{RESULTS}/proxy/{{cue}}/{kind}{SHARD_SUFFIX}.{extension}"
+    return sorted(set(expand(pattern, cue=cue, shard=range(SHARDS))))
 
 
 rule gather_proxy_labels:
     """All shards of one cue: their manifests in one file (the labels already share one folder)."""
     input:
-        lambda wildcards: expand(rules.proxy_labels.output.summary, cue=wildcards.cue, shard=range(WSSS["shards"])),
+        lambda wildcards: shard_files("summary", "json", wildcards.cue),
     output:
         manifest=f"{RESULTS}/proxy/{{cue}}/manifest.gathered.jsonl",
     wildcard_constraints:
         cue="instances|saliency",
     params:
-        manifests=lambda wildcards, input: [f.replace("/summary.", "/manifest.").replace(".json", ".jsonl") for f in input],
+        manifests=lambda wildcards: shard_files("manifest", "jsonl", wildcards.cue),
     shell:
         "cat {params.manifests:q} > {output.manifest:q}.tmp && mv {output.manifest:q}.tmp {output.manifest:q}"
 
