@@ -36,7 +36,7 @@ from pipeline.keywords import KEPT, AssignmentConfig, candidate_status, instance
 from pipeline.proxy import ProxyConfig
 from s4net.inference import Detections
 from s4net.errors import InputError
-from s4net.io.atomic import write_json
+from s4net.io.atomic import remove_stale_temporaries, write_json
 from s4net.io.images import save_image
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,9 @@ def run_proxy_labels(
     subset = ImageNetSubset(images, keywords)
     model = load_checkpoint(checkpoint, map_location=device).for_inference()
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be readable
+    cleared = remove_stale_temporaries(out)
+    if cleared:
+        log.info("removed %d temporary files left by a killed run", cleared)
     checkpoint_sha = file_sha256(checkpoint)
     classifier, classifier_sha = None, None
     needs_classifier = settings.cue == "instances" and any(len(e.keywords) > 1 for e in subset.entries)

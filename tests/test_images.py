@@ -178,3 +178,20 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
             raise RuntimeError("killed")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from s4net.io.atomic import atomic_path, remove_stale_temporaries
+
+    code = (f"import os\nfrom s4net.io.atomic import atomic_path\nwith atomic_path({str(tmp_path / 'a.png')!r}) as t:\n"
+            "    t.write_bytes(b'half')\n    os.kill(os.getpid(), 9)")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert len(list(tmp_path.glob(".tmp-*"))) == 1 and not (tmp_path / "a.png").exists()  # killed mid-write
+    with atomic_path(tmp_path / "b.png") as live:
+        live.write_bytes(b"whole")
+        assert remove_stale_temporaries(tmp_path) == 1
+        assert [p.name for p in tmp_path.iterdir()] == [live.name]  # the running writer's file stays
+    assert [p.name for p in tmp_path.iterdir()] == ["b.png"]

@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the target folder, fsync, then rename.
 
-A job killed mid-write leaves at most a ``.tmp-*`` file, never a truncated output
-under the final name that a rerun would trust.
+A job killed mid-write leaves at most a ``.tmp-<host>-<pid>-*`` file, never a truncated
+output under the final name that a rerun would trust; :func:`remove_stale_temporaries`
+clears such leftovers of dead writers.
 """
 
 from __future__ import annotations
@@ -9,11 +10,45 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 TMP_PREFIX = ".tmp-"
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>-``: who writes a temporary file, so a later run can tell a dead writer's leftovers."""
+    return f"{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete ``.tmp-*`` files under ``folder`` left by killed writers of this host; returns how many.
+
+    Only files whose writer process (named in the file name) no longer runs here are
+    removed, so concurrent jobs writing into the same folder are left alone.
+    """
+    host = socket.gethostname()
+    removed = 0
+    for path in Path(folder).rglob(f"{TMP_PREFIX}{host}-*"):
+        pid_text = path.name[len(TMP_PREFIX) + len(host) + 1 :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -25,7 +60,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + _owner_tag(), suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
