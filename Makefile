@@ -20,15 +20,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,slurm]'
 	@touch $(STAMP)
 
-# The workflow on the embedded synthetic world (workflows/configs/demo.yaml).
+# The workflow on the embedded synthetic world (workflows/configs/demo.yaml), then its report.
+DEMO_ARGS := --configfile workflows/configs/demo.yaml --config results=$(DEMO_DIR)
 demo: $(STAMP)
 	@# a run killed earlier leaves snakemake's lock behind; clear it, then go on where that run stopped
-	@$(VENV)/bin/snakemake --unlock --configfile workflows/configs/demo.yaml --config results=$(DEMO_DIR) >/dev/null 2>&1 || true
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete \
-		--configfile workflows/configs/demo.yaml --config results=$(DEMO_DIR)
-	@echo "demo outputs: $(abspath $(DEMO_DIR)); synthetic data in $(abspath $(DEMO_DIR))/data," \
-		"contact sheet $(abspath $(DEMO_DIR))/data/preview/contact_sheet.png;" \
-		"S4Net checkpoint and test mAP in $(abspath $(DEMO_DIR))/s4net/"
+	@$(VENV)/bin/snakemake --unlock $(DEMO_ARGS) >/dev/null 2>&1 || true
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete $(DEMO_ARGS)
+	$(VENV)/bin/snakemake $(DEMO_ARGS) --report $(DEMO_DIR)/report.html
+	@echo "report: $(abspath $(DEMO_DIR))/report.html (open it in a browser);" \
+		"its tables, figures and summary.json are in $(abspath $(DEMO_DIR))/report/"
 
 test: $(STAMP)
 	@$(VENV)/bin/pytest -q; rc=$$?; \

@@ -1,19 +1,23 @@
 # Root of the S4Net-cue WSSS workflow. Rules live in workflows/rules/*.smk.
-# Run:  snakemake --cores 2 --configfile workflows/configs/demo.yaml
-# The DAG: demo data -> S4Net training/evaluation -> proxy labels (sharded) -> DeepLab -> VOC val
-# mIoU, for each cue (and the ground-truth reference) switched on in the config. The report and
-# the cluster profiles are next.
+# Run:     snakemake --profile workflows/profiles/local --configfile workflows/configs/demo.yaml
+# Report:  snakemake --configfile workflows/configs/demo.yaml --report report.html
+# The DAG: inputs (the demo's synthetic world, or real data) -> S4Net training/evaluation ->
+# proxy labels (sharded, gathered) -> DeepLab per label source -> VOC val mIoU -> report.
 
 include: "workflows/rules/common.smk"
-include: "workflows/rules/demo_data.smk"
+
+report: "workflows/report/workflow.rst"
+
+if DEMO:
+    include: "workflows/rules/demo_data.smk"
+elif not SETTINGS["data"]["keywords"]:
+    include: "workflows/rules/data.smk"
 include: "workflows/rules/s4net.smk"
 include: "workflows/rules/wsss.smk"
+include: "workflows/rules/report.smk"
 
 
 rule all:
     input:
-        rules.demo_data.output.world,
-        rules.evaluate_s4net.output.metrics,
-        expand(rules.score_proxy_labels.output.scores, cue=WSSS["cues"]),
-        expand(rules.evaluate_segmenter.output.metrics, source=SOURCES),
+        rules.report.output.summary,
         rules.provenance.output.settings,

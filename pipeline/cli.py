@@ -155,6 +155,24 @@ def _provenance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.report import ReportInputs, build_report, parse_named_paths
+
+    try:
+        inputs = ReportInputs(
+            s4net_metrics=args.s4net_metrics, segmenter_metrics=parse_named_paths(args.segmenter, "--segmenter"),
+            out=args.out, proxy_scores=parse_named_paths(args.proxy_scores, "--proxy-scores"),
+            proxy_labels=parse_named_paths(args.proxy_labels, "--proxy-labels"), imagenet=args.imagenet,
+            keywords=args.keywords, proxy_gt=args.proxy_gt, predictions=parse_named_paths(args.predictions, "--predictions"),
+            voc_root=args.voc_root, split=args.split, benchmarks=args.benchmarks, samples=args.samples, seed=args.seed,
+        )
+        summary = build_report(inputs)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    print(f"wrote {', '.join(summary['files'])} and summary.json to {args.out}")
+    return 0
+
+
 def _add_cue_options(parser: argparse.ArgumentParser) -> None:
     from pipeline.keywords import AssignmentConfig
     from pipeline.proxy import ProxyConfig
@@ -324,6 +342,30 @@ def build_parser() -> argparse.ArgumentParser:
     provenance.add_argument("--settings", default="{}", help="the run's settings as JSON")
     add_verbosity(provenance)
     provenance.set_defaults(handler=_provenance)
+
+    report = commands.add_parser(
+        "report",
+        help="tables, per-class IoU chart, sample overlays and runtimes of a workflow run",
+        description="Read the metrics a run wrote and write OUT/{s4net_map,miou,runtimes}.html, per_class_iou.png, "
+                    "proxy_overlays.png, prediction_overlays.png, runtimes.png and summary.json. NAME=PATH options "
+                    "repeat, one per label source or cue.",
+    )
+    report.add_argument("--s4net-metrics", type=Path, required=True, help="s4net evaluate's json")
+    report.add_argument("--segmenter", nargs="+", required=True, metavar="NAME=PATH", help="wsss evaluate's json per source")
+    report.add_argument("--proxy-scores", nargs="*", default=[], metavar="NAME=PATH", help="wsss score's json per cue")
+    report.add_argument("--proxy-labels", nargs="*", default=[], metavar="NAME=DIR", help="proxy-label folder per cue")
+    report.add_argument("--imagenet", type=Path, default=None, help="image root of the proxy labels")
+    report.add_argument("--keywords", type=Path, default=None, help="keyword CSV of the proxy-labelled images")
+    report.add_argument("--proxy-gt", type=Path, default=None, help="ground-truth masks of those images, if known")
+    report.add_argument("--predictions", nargs="*", default=[], metavar="NAME=DIR", help="predicted label folder per source")
+    report.add_argument("--voc-root", type=Path, default=None, help="the VOC2012 folder the predictions are of")
+    report.add_argument("--split", default="val")
+    report.add_argument("--benchmarks", type=Path, default=None, help="folder of Snakemake benchmark .tsv files")
+    report.add_argument("--samples", type=positive_int, default=6, help="images per overlay sheet")
+    report.add_argument("--seed", type=int, default=0, help="picks the sample images")
+    report.add_argument("--out", type=Path, required=True)
+    add_verbosity(report)
+    report.set_defaults(handler=_report)
     return parser
 
 

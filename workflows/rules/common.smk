@@ -1,8 +1,10 @@
 # Parameters read from the config in one place; defaults and checks in workflows/schemas/config.schema.yaml.
 import json
 import os
+import shlex
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 SCHEMA = os.path.join(workflow.basedir, "workflows", "schemas", "config.schema.yaml")
@@ -29,11 +31,85 @@ with open(SCHEMA) as handle:
 RESULTS = SETTINGS["results"]
 SEED = SETTINGS["seed"]
 DEMO_SCALE = SETTINGS["demo_scale"]
+DEMO = DEMO_SCALE is not None
+GPUS = SETTINGS["gpus"]
+DEVICE = "cuda" if GPUS else "cpu"  # every job that runs a network
+JOBS = SETTINGS["resources"]  # rule name -> threads, mem_mb, runtime
 S4NET = SETTINGS["s4net"]
 WSSS = SETTINGS["wsss"]
 SHARDS = WSSS["shards"]
 # how `wsss proxy-labels --shard I/N` names its manifest and summary (pipeline.proxy_labels.Shard.suffix)
 SHARD_SUFFIX = f".shard-{{shard}}-of-{SHARDS}" if SHARDS > 1 else ""
+CUES = list(WSSS["cues"])
 SOURCES = list(WSSS["cues"]) + (["ground_truth"] if WSSS["reference"] else [])
-IMAGENET = f"{RESULTS}/data/imagenet"
-VOC_ROOT = f"{RESULTS}/data/voc/VOC2012"
+
+
+def data_paths(settings, results):
+    """Every input path of the DAG: the synthetic world's under RESULTS/data, or the user's ``data.*``."""
+    if settings["demo_scale"] is not None:
+        world = f"{results}/data"
+        return {
+            "salient_train": f"{world}/salient/train.json",
+            "salient_test": f"{world}/salient/test.json",
+            "salient_images": f"{world}/salient/images",
+            "imagenet": f"{world}/imagenet",
+            "keywords": f"{world}/imagenet/keywords.csv",
+            "proxy_gt": f"{world}/imagenet/masks",
+            "voc_root": f"{world}/voc/VOC2012",
+            "val_split": "val",
+            # the demo's reference trains on the ground truth of the very images the cues label
+            "reference_images": f"{world}/imagenet",
+            "reference_labels": f"{world}/imagenet/masks",
+            "reference_ids": None,
+        }
+    data = dict(settings["data"])
+    missing = [key for key in ("salient_train", "salient_test", "salient_images", "imagenet", "voc_root") if not data[key]]
+    if missing:
+        raise WorkflowError(f"config: demo_scale is null, so data.{missing[0]} must be set (README, 'Real data'); missing: "
+                         + ", ".join(f"data.{key}" for key in missing))
+    voc = data["voc_root"]
+    data["keywords"] = data["keywords"] or f"{results}/imagenet_keywords.csv"  # rule imagenet_keywords writes it
+    data["reference_images"] = f"{voc}/JPEGImages"
+    data["reference_labels"] = data["reference_labels"] or f"{voc}/SegmentationClass"
+    data["reference_ids"] = f"{voc}/ImageSets/Segmentation/{data['reference_split']}.txt"
+    return data
+
+
+DATA = data_paths(SETTINGS, RESULTS)
+WORLD = f"{RESULTS}/data/world.json"  # the demo's generated world; every demo input depends on it
+
+
+def data_input(*keys):
+    """Inputs for reading ``DATA[key]``: the demo world's marker file, or the user's files themselves."""
+    return [WORLD] if DEMO else [DATA[key] for key in keys]
+
+
+def optional_flag(flag, value):
+    """``flag value`` (shell-quoted) for a set value, nothing for None."""
+    return f"{flag} {shlex.quote(str(value))}" if value is not None else ""
+
+
+def shard_files(kind, extension, cue):
+    """The manifest or summary of every shard of one cue."""
+    pattern = f"{RESULTS}/proxy/{{cue}}/{kind}{SHARD_SUFFIX}.{extension}"
+    return sorted(set(expand(pattern, cue=cue, shard=range(SHARDS))))
+
+
+def segmenter_labels(wildcards):
+    """The files a segmenter's labels depend on: a cue's gathered manifest, or the reference's data."""
+    if wildcards.source == "ground_truth":
+        return data_input("reference_labels", "reference_ids") if not DEMO else [WORLD]
+    return [rules.gather_proxy_labels.output.manifest.format(cue=wildcards.source)]
+
+
+def segmenter_data(source):
+    """``--images``, ``--labels`` (and ``--ids``) of one label source's segmenter."""
+    if source == "ground_truth":
+        return (f"--images {shlex.quote(DATA['reference_images'])} --labels {shlex.quote(DATA['reference_labels'])} "
+                + optional_flag("--ids", DATA["reference_ids"]))
+    return f"--images {shlex.quote(DATA['imagenet'])} --labels {shlex.quote(f'{RESULTS}/proxy/{source}/labels')}"
+
+
+def named(pairs):
+    """``NAME=PATH`` arguments of wsss report, shell-quoted."""
+    return " ".join(shlex.quote(f"{name}={path}") for name, path in pairs)

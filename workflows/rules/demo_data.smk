@@ -1,7 +1,7 @@
 rule demo_data:
-    """The synthetic salient world (COCO salient instances, ImageNet subset, VOC 2012)."""
+    """The synthetic salient world (COCO salient instances, ImageNet subset, VOC 2012): the demo's every input."""
     output:
-        world=f"{RESULTS}/data/world.json",
+        world=WORLD,
     benchmark:
         f"{RESULTS}/benchmarks/demo_data.tsv"
     log:
@@ -10,10 +10,10 @@ rule demo_data:
         out=lambda wildcards, output: os.path.dirname(output.world),
         seed=SEED,
         scale=DEMO_SCALE,
-    threads: 2
+    threads: JOBS["demo_data"]["threads"]
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=JOBS["demo_data"]["mem_mb"],
+        runtime=JOBS["demo_data"]["runtime"],
     shell:
         "wsss demo-data --out {params.out:q} --seed {params.seed} --scale {params.scale} "
         "--workers {threads} --overwrite --quiet > {log:q} 2>&1"

@@ -1,8 +1,9 @@
 rule train_s4net:
     """S4Net on the salient-instance train set (resumes from its last checkpoint)."""
     input:
-        world=rules.demo_data.output.world,
+        data_input("salient_train", "salient_images"),
         model_config=S4NET["model_config"],
+        **({"pretrained": S4NET["pretrained"]} if S4NET["pretrained"] else {}),
     output:
         checkpoint=f"{RESULTS}/s4net/model_final.pt",  # metrics.jsonl and checkpoints/ are not outputs: a rerun resumes from them
     benchmark:
@@ -11,8 +12,8 @@ rule train_s4net:
         f"{RESULTS}/logs/train_s4net.log",
     params:
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
-        annotations=f"{RESULTS}/data/salient/train.json",
-        images=f"{RESULTS}/data/salient/images",
+        annotations=DATA["salient_train"],
+        images=DATA["salient_images"],
         seed=SEED,
         size=S4NET["size"],
         iterations=S4NET["iterations"],
@@ -22,21 +23,27 @@ rule train_s4net:
         warmup=S4NET["warmup"],
         grad_clip=S4NET["grad_clip"],
         cpu_bf16=S4NET["cpu_bf16"],
-        scale_jitter=("--scale-jitter " + " ".join(str(s) for s in S4NET["scale_jitter"])) if S4NET["scale_jitter"] else "",
-    threads: 2
+        scale_jitter=f"--scale-jitter {S4NET['scale_jitter'][0]} {S4NET['scale_jitter'][1]}" if S4NET["scale_jitter"] else "",
+        device=DEVICE,
+        workers=lambda wildcards, threads: threads if GPUS else 0,  # on CPU every core computes
+        pretrained=optional_flag("--pretrained", S4NET["pretrained"]),  # an input too: a missing file stops the plan
+    threads: JOBS["train_s4net"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=JOBS["train_s4net"]["mem_mb"],
+        runtime=JOBS["train_s4net"]["runtime"],
+        gpu=GPUS,
     shell:
         "s4net train --annotations {params.annotations:q} --images {params.images:q} --out {params.out:q} "
-        "--model-config {input.model_config:q} --size {params.size} --iterations {params.iterations} "
+        "--model-config {input.model_config:q} {params.pretrained} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
-        "--grad-clip {params.grad_clip} --cpu-bf16 {params.cpu_bf16} {params.scale_jitter} --checkpoint-every 100 --seed {params.seed} --cache --quiet > {log:q} 2>&1"
+        "--grad-clip {params.grad_clip} --cpu-bf16 {params.cpu_bf16} {params.scale_jitter} --checkpoint-every 100 "
+        "--seed {params.seed} --cache --device {params.device} --workers {params.workers} --quiet > {log:q} 2>&1"
 
 
 rule evaluate_s4net:
     """Mask mAP@0.5/0.7 on the salient test set, all images and the occluded subset."""
     input:
+        data_input("salient_test", "salient_images"),
         checkpoint=rules.train_s4net.output.checkpoint,
     output:
         metrics=f"{RESULTS}/s4net/test_metrics.json",
@@ -45,12 +52,14 @@ rule evaluate_s4net:
     log:
         f"{RESULTS}/logs/evaluate_s4net.log",
     params:
-        annotations=f"{RESULTS}/data/salient/test.json",
-        images=f"{RESULTS}/data/salient/images",
-    threads: 2
+        annotations=DATA["salient_test"],
+        images=DATA["salient_images"],
+        device=DEVICE,
+    threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
+        runtime=JOBS["evaluate_s4net"]["runtime"],
+        gpu=GPUS,
     shell:
         "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.annotations:q} "
-        "--images {params.images:q} --out {output.metrics:q} --quiet > {log:q} 2>&1"
+        "--images {params.images:q} --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"

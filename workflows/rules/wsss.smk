@@ -6,8 +6,8 @@ localrules:
 rule instance_classifier:
     """The classifier that names the instances of multi-keyword images (trained on single-keyword ones)."""
     input:
+        data_input("imagenet", "keywords"),
         checkpoint=rules.train_s4net.output.checkpoint,
-        world=rules.demo_data.output.world,
     output:
         classifier=f"{RESULTS}/proxy/instance_classifier.pt",
     benchmark:
@@ -15,23 +15,26 @@ rule instance_classifier:
     log:
         f"{RESULTS}/logs/instance_classifier.log",
     params:
-        images=IMAGENET,
-        keywords=f"{IMAGENET}/keywords.csv",
+        images=DATA["imagenet"],
+        keywords=DATA["keywords"],
         seed=SEED,
         score_threshold=WSSS["score_threshold"],
-    threads: 2
+        device=DEVICE,
+    threads: JOBS["instance_classifier"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=JOBS["instance_classifier"]["mem_mb"],
+        runtime=JOBS["instance_classifier"]["runtime"],
+        gpu=GPUS,
     shell:
         "wsss instance-classifier --checkpoint {input.checkpoint:q} --images {params.images:q} "
         "--keywords {params.keywords:q} --out {output.classifier:q} --seed {params.seed} "
-        "--score-threshold {params.score_threshold} --quiet > {log:q} 2>&1"
+        "--score-threshold {params.score_threshold} --device {params.device} --quiet > {log:q} 2>&1"
 
 
 rule proxy_labels:
     """One shard of the proxy labels of one cue (resumable; see `wsss proxy-labels`)."""
     input:
+        data_input("imagenet", "keywords"),
         checkpoint=rules.train_s4net.output.checkpoint,
         classifier=rules.instance_classifier.output.classifier,
     output:
@@ -45,27 +48,23 @@ rule proxy_labels:
         cue="instances|saliency",
         shard=r"\d+",
     params:
-        images=IMAGENET,
-        keywords=f"{IMAGENET}/keywords.csv",
+        images=DATA["imagenet"],
+        keywords=DATA["keywords"],
         out=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}",
         shard=lambda wildcards: f"{getattr(wildcards, 'shard', 0)}/{SHARDS}",
         crf="--crf" if WSSS["crf"] else "",
         score_threshold=WSSS["score_threshold"],
-    threads: 2
+        device=DEVICE,
+    threads: JOBS["proxy_labels"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=JOBS["proxy_labels"]["mem_mb"],
+        runtime=JOBS["proxy_labels"]["runtime"],
+        gpu=GPUS,
     shell:
         "wsss proxy-labels --checkpoint {input.checkpoint:q} --classifier {input.classifier:q} "
         "--images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} --cue {wildcards.cue} "
         "--shard {params.shard} --workers {threads} {params.crf} "
-        "--score-threshold {params.score_threshold} --quiet > {log:q} 2>&1"
-
-
-def shard_files(kind, extension, cue):
-    """The manifest or summary of every shard of one cue."""
-    pattern = f"{RESULTS}/proxy/{{cue}}/{kind}{SHARD_SUFFIX}.{extension}"
-    return sorted(set(expand(pattern, cue=cue, shard=range(SHARDS))))
+        "--score-threshold {params.score_threshold} --device {params.device} --quiet > {log:q} 2>&1"
 
 
 rule gather_proxy_labels:
@@ -76,23 +75,19 @@ rule gather_proxy_labels:
         manifest=f"{RESULTS}/proxy/{{cue}}/manifest.gathered.jsonl",
     wildcard_constraints:
         cue="instances|saliency",
+    log:
+        f"{RESULTS}/logs/gather_proxy_labels_{{cue}}.log",
     params:
         manifests=lambda wildcards: shard_files("manifest", "jsonl", wildcards.cue),
     shell:
-        "cat {params.manifests:q} > {output.manifest:q}.tmp && mv {output.manifest:q}.tmp {output.manifest:q}"
-
-
-def segmenter_labels(wildcards):
-    """The label folder a segmenter trains on, and the file that says it is complete."""
-    if wildcards.source == "ground_truth":
-        return {"done": rules.demo_data.output.world}
-    return {"done": f"{RESULTS}/proxy/{wildcards.source}/manifest.gathered.jsonl"}
+        "(cat {params.manifests:q} > {output.manifest:q}.tmp && mv {output.manifest:q}.tmp {output.manifest:q}) > {log:q} 2>&1"
 
 
 rule train_segmenter:
-    """DeepLab on one label source: a cue's proxy labels, or the ground truth of the same images."""
+    """DeepLab on one label source: a cue's proxy labels, or the fully supervised reference."""
     input:
-        unpack(segmenter_labels),
+        segmenter_labels,
+        **({"encoder_weights": WSSS["segmenter"]["encoder_weights"]} if WSSS["segmenter"]["encoder_weights"] else {}),
     output:
         checkpoint=f"{RESULTS}/segmenter/{{source}}/model_final.pt",
     benchmark:
@@ -102,28 +97,33 @@ rule train_segmenter:
     wildcard_constraints:
         source="instances|saliency|ground_truth",
     params:
-        images=IMAGENET,
-        labels=lambda wildcards: f"{IMAGENET}/masks" if wildcards.source == "ground_truth" else f"{RESULTS}/proxy/{wildcards.source}/labels",
+        data=lambda wildcards: segmenter_data(wildcards.source),
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
         seed=SEED,
-        **WSSS["segmenter"],
-    threads: 2
+        device=DEVICE,
+        workers=lambda wildcards, threads: threads if GPUS else 0,  # on CPU every core computes
+        encoder_weights=optional_flag("--encoder-weights", WSSS["segmenter"]["encoder_weights"]),
+        **{key: value for key, value in WSSS["segmenter"].items() if key != "encoder_weights"},
+    threads: JOBS["train_segmenter"]["threads"]
     resources:
-        mem_mb=6000,
-        runtime=120,
+        mem_mb=JOBS["train_segmenter"]["mem_mb"],
+        runtime=JOBS["train_segmenter"]["runtime"],
+        gpu=GPUS,
     shell:
-        "wsss train-segmenter --images {params.images:q} --labels {params.labels:q} --out {params.out:q} "
-        "--arch {params.arch} --encoder {params.encoder} --iterations {params.iterations} "
+        "wsss train-segmenter {params.data} --out {params.out:q} "
+        "--arch {params.arch} --encoder {params.encoder} {params.encoder_weights} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --crop {params.crop} --lr {params.lr} --seed {params.seed} "
-        "--device auto --quiet > {log:q} 2>&1"
+        "--device {params.device} --workers {params.workers} --quiet > {log:q} 2>&1"
 
 
 rule evaluate_segmenter:
-    """mIoU on the VOC val split."""
+    """mIoU on the VOC val split (and the predicted label PNGs, for the report's overlays)."""
     input:
+        data_input("voc_root"),
         checkpoint=rules.train_segmenter.output.checkpoint,
     output:
         metrics=f"{RESULTS}/segmenter/{{source}}/val_metrics.json",
+        predictions=directory(f"{RESULTS}/segmenter/{{source}}/predictions"),
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_segmenter_{{source}}.tsv"
     log:
@@ -131,18 +131,21 @@ rule evaluate_segmenter:
     wildcard_constraints:
         source="instances|saliency|ground_truth",
     params:
-        voc=VOC_ROOT,
-    threads: 2
+        voc=DATA["voc_root"],
+        split=DATA["val_split"],
+        device=DEVICE,
+    threads: JOBS["evaluate_segmenter"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=JOBS["evaluate_segmenter"]["mem_mb"],
+        runtime=JOBS["evaluate_segmenter"]["runtime"],
+        gpu=GPUS,
     shell:
-        "wsss evaluate --checkpoint {input.checkpoint:q} --voc-root {params.voc:q} --split val "
-        "--out {output.metrics:q} --quiet > {log:q} 2>&1"
+        "wsss evaluate --checkpoint {input.checkpoint:q} --voc-root {params.voc:q} --split {params.split} "
+        "--save-predictions {output.predictions:q} --device {params.device} --out {output.metrics:q} --quiet > {log:q} 2>&1"
 
 
 rule score_proxy_labels:
-    """Proxy labels against the generator's class masks (synthetic world only)."""
+    """Proxy labels against the ImageNet images' own class masks (known for the synthetic world; data.proxy_gt elsewhere)."""
     input:
         manifest=rules.gather_proxy_labels.output.manifest,
     output:
@@ -155,7 +158,7 @@ rule score_proxy_labels:
         cue="instances|saliency",
     params:
         labels=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}/labels",
-        gt=f"{IMAGENET}/masks",
+        gt=DATA["proxy_gt"],
     threads: 1
     resources:
         mem_mb=2000,

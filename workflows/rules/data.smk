@@ -1,0 +1,17 @@
+# The real-data side of the inputs (demo_scale: null); the demo's come from rule demo_data.
+
+
+rule imagenet_keywords:
+    """The keyword table of the ImageNet subset, from its wnid folders and the shipped wnid -> VOC map."""
+    input:
+        imagenet=DATA["imagenet"],
+    output:
+        keywords=f"{RESULTS}/imagenet_keywords.csv",
+    log:
+        f"{RESULTS}/logs/imagenet_keywords.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=20,
+    shell:
+        "wsss keywords --images {input.imagenet:q} --out {output.keywords:q} > {log:q} 2>&1"
