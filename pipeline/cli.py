@@ -116,7 +116,8 @@ def _train_segmenter(args: argparse.Namespace) -> int:
             images=args.images, labels=args.labels, out=args.out, ids=args.ids,
             model=SegmenterConfig(arch=args.arch, encoder=args.encoder), encoder_weights=args.encoder_weights,
             iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, crop=args.crop, scale=tuple(args.scale),
-            seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every, workers=args.workers,
+            seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+            workers=args.workers, deterministic=args.deterministic,
         )
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
@@ -312,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     seg.add_argument("--checkpoint-every", type=int, default=200)
+    seg.add_argument("--log-every", type=int, default=20, help="iterations between metrics.jsonl lines")
     seg.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    seg.add_argument("--deterministic", action="store_true", help="torch's deterministic algorithms (GPU runs)")
     add_verbosity(seg)
     seg.set_defaults(handler=_train_segmenter)
 

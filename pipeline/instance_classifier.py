@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.classes import FOREGROUND_CLASSES
+from s4net.checkpoint import fit_weights
 from s4net.errors import InputError
 from s4net.io.atomic import atomic_path
 
@@ -161,5 +162,5 @@ def load_classifier(path: str | os.PathLike) -> tuple[InstanceClassifier, dict]:
     if payload.get("version") != VERSION:
         raise InputError(path, f"instance classifier version {payload.get('version')} is not {VERSION}")
     model = InstanceClassifier(int(payload["features"]), int(payload["hidden"]))
-    model.load_state_dict(payload["state_dict"])
+    fit_weights(model, payload["state_dict"], path)
     return model.eval(), payload.get("report", {})

@@ -301,9 +301,8 @@ def run_proxy_labels(
                     in_flight.append(pool.submit(_finish, pending, out, settings.crf, overlays))
                     drain(2 * workers)
             drain(0)
-            for item in skipped:
-                relative = Path(item["image"]).resolve().relative_to(Path(images).resolve()).as_posix()
-                record_line({"image": relative, "skipped": item["reason"]})
+            for item in skipped:  # keyed by the table's own path: a link may point anywhere, or nowhere
+                record_line({"image": entries[item["key"]].image, "skipped": item["reason"]})
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

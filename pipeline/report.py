@@ -107,7 +107,7 @@ def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
 
     classes = list(VOC_CLASSES)
     width = 0.8 / max(len(segmenters), 1)
-    figure, axis = plt.subplots(figsize=(13, 4.2), dpi=100)
+    figure, axis = plt.subplots(figsize=(11.5, 4.2), dpi=100)
     for k, (source, metrics) in enumerate(segmenters.items()):
         values = [100 * (metrics["per_class_iou"].get(name) or 0.0) for name in classes]
         axis.bar(np.arange(len(classes)) + (k - (len(segmenters) - 1) / 2) * width, values, width,
@@ -195,9 +195,10 @@ def prediction_overlays(inputs: ReportInputs) -> bytes | None:
     rows = []
     for image_id in _choose(ids, inputs.samples, inputs.seed):
         sample = dataset[index[image_id]]
-        row = [(image_id, sample.image), ("ground truth", overlay(sample.image, sample.label))]
+        row = [(image_id, sample.image), ("VOC ground truth", overlay(sample.image, sample.label))]
         for source, folder in inputs.predictions.items():
-            row.append((source, overlay(sample.image, read_voc_label(folder / f"{image_id}.png"))))
+            title = "fully supervised" if source == "ground_truth" else f"{source} cue"
+            row.append((f"prediction: {title}", overlay(sample.image, read_voc_label(folder / f"{image_id}.png"))))
         rows.append(row)
     return image_grid(rows, f"Segmenter predictions on VOC {inputs.split}")
 
@@ -260,7 +261,9 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         atomic_write_text(out / "runtimes.html", html_table(
             "Per-job runtimes (Snakemake benchmark files)", ["job", "wall time (s)", "max RSS (MiB)"],
             [[r["job"], f"{r['seconds']:.1f}", "n/a" if r["max_rss_mib"] is None else f"{r['max_rss_mib']:.0f}"]
-             for r in runtimes]))
+             for r in runtimes],
+            "A job run again after a kill shows its last attempt only (a training job resumed from its checkpoint: "
+            "the resumed part)."))
         written += ["runtimes.png", "runtimes.html"]
     summary = {
         "s4net": {key: s4net.get(key) for key in ("mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded", "images")},

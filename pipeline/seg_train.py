@@ -22,7 +22,14 @@ from pipeline.classes import IGNORE_INDEX
 from pipeline.seg_data import SeededSegBatches, SegmentationPairs, find_pairs
 from pipeline.segmenter import SegmenterConfig, build_segmenter, normalise, read_segmenter, save_segmenter
 from s4net.io.atomic import write_json
-from s4net.train import autocast_context, parameter_groups, resolve_device, restore_training
+from s4net.train import (
+    autocast_context,
+    deterministic_algorithms,
+    newest_readable_state,
+    parameter_groups,
+    resolve_device,
+    restore_training,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class SegTrainConfig:
         device: ``auto``, ``cpu`` or ``cuda[:k]``; ``amp``: float16 autocast on CUDA.
         checkpoint_every / log_every: iterations between ``last.pt`` saves / metrics lines.
         workers: data-loading processes.
+        deterministic: torch's deterministic algorithms (for GPU runs; CPU runs are repeatable anyway).
     """
 
     images: Path
@@ -70,6 +78,7 @@ class SegTrainConfig:
     checkpoint_every: int = 200
     log_every: int = 20
     workers: int = 0
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         counts = {"iterations": self.iterations, "batch_size": self.batch_size, "crop": self.crop, "log_every": self.log_every}
@@ -87,7 +96,7 @@ class SegTrainConfig:
     def resume_key(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed (not the device or worker count)."""
         key = self.to_dict()
-        for name in ("out", "device", "workers", "checkpoint_every", "log_every"):
+        for name in ("out", "device", "workers", "checkpoint_every", "log_every", "deterministic"):
             key.pop(name)
         return key
 
@@ -99,7 +108,7 @@ def poly_factor(iteration: int, iterations: int, power: float) -> float:
 
 def train_segmenter(cfg: SegTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of ``model_final.pt`` (the caller's RNG state is left alone)."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), deterministic_algorithms(cfg.deterministic):
         return _train(cfg, progress)
 
 
@@ -117,9 +126,9 @@ def _train(cfg: SegTrainConfig, progress: bool) -> Path:
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start = 0
-    if last_path.exists():
-        start = restore_training(read_segmenter(last_path, map_location=device), cfg.resume_key(), last_path,
-                                 model, optimizer, scaler, metrics_path)
+    state, state_path = newest_readable_state([last_path], lambda p: read_segmenter(p, map_location=device))
+    if state is not None:
+        start = restore_training(state, cfg.resume_key(), state_path, model, optimizer, scaler, metrics_path)
     elif metrics_path.exists():
         metrics_path.unlink()
     write_json(out / "train_config.json", {**cfg.to_dict(), "pairs": len(pairs)}, indent=2)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.classes import NUM_CLASSES
+from s4net.checkpoint import fit_weights
 from s4net.errors import InputError
 from s4net.io.atomic import atomic_write_bytes
 
@@ -97,9 +98,12 @@ def read_segmenter(path: str | os.PathLike, map_location: str | torch.device = "
 def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, SegmenterConfig]:
     """Model (eval mode) and config from a segmenter checkpoint."""
     payload = read_segmenter(path, map_location)
-    config = SegmenterConfig(**payload["config"])
+    try:
+        config = SegmenterConfig(**payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"bad config in segmenter checkpoint: {exc}") from None
     model = build_segmenter(config)
-    model.load_state_dict(payload["model"])
+    fit_weights(model, payload["model"], path)
     return model.to(map_location).eval(), config
 
 

@@ -63,6 +63,21 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
+def fit_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load ``state`` into ``model``, or say in one line which tensor does not fit the model its config built."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape than the config builds
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+        raise InputError(path, f"weights do not fit the checkpoint's own config: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(
+            path,
+            f"weights do not fit the checkpoint's own config: missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}",
+        )
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the model from a checkpoint's config and load its weights (eval mode)."""
     payload = read_checkpoint(path, map_location)
@@ -72,12 +87,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise InputError(path, f"bad config in checkpoint: {exc}") from None
     config.pretrained = None  # the weights below replace any ImageNet initialisation
     model = build_model(config)
-    result = model.load_state_dict(payload["model"], strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            path,
-            f"weights do not fit the checkpoint's own config: missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}",
-        )
+    fit_weights(model, payload["model"], path)
     model.to(map_location).eval()
     return model

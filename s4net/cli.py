@@ -173,7 +173,7 @@ def _predict(args: argparse.Namespace) -> int:
             save_image(args.out / "overlays" / f"{image_id:06d}_{Path(det.key).stem}.png", picture)
     write_json(args.out / "results.json", results)
     write_json(args.out / "images.json", {"images": entries, "categories": [{"id": 1, "name": "salient"}]})
-    write_json(args.out / "skipped.json", skipped)
+    write_json(args.out / "skipped.json", [{"image": item["image"], "reason": item["reason"]} for item in skipped])
     print(f"{len(entries)} images, {len(results)} instances, {len(skipped)} skipped; wrote {args.out}")
     return 0
 

@@ -53,8 +53,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv``, configure logging and call the subcommand's handler.
 
     Bad input (:class:`InputError`, a missing file) ends with a one-line
-    ``prog command: error: ...`` on stderr and exit status 2; anything else is a
-    bug and keeps its traceback.
+    ``prog command: error: ...`` on stderr and exit status 2; a failing machine
+    (``OSError``: disk full, read-only output, no permission) with one line and
+    status 1; anything else is a bug and keeps its traceback.
     """
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -68,3 +69,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine, not the input: disk full, read-only or forbidden folder, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{parser.prog} {args.command}: error: {where}{exc.strerror or exc} (finished outputs are kept; "
+              "run the same command again once this is fixed)", file=sys.stderr)
+        return 1

@@ -103,11 +103,12 @@ def run_detector(
     device: torch.device | str = "cpu",
     progress: bool = True,
     total: int | None = None,
-    skipped: list[dict[str, str]] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
     features: bool = False,
     desc: str = "s4net predict",
 ) -> Iterator[Detections]:
-    """Yield :class:`Detections` for ``(key, path)`` items; unreadable images go to ``skipped``.
+    """Yield :class:`Detections` for ``(key, path)`` items; unreadable images go to ``skipped``
+    as ``{"key", "image" (the path), "reason"}``.
 
     Images of a batch are decoded in parallel threads while the previous batch runs.
     With ``features``, each detection also carries its mask-pooled backbone features.
@@ -152,7 +153,7 @@ def run_detector(
                 if image is None:
                     log.warning("%s: skipped (%s)", path, problem)
                     if skipped is not None:
-                        skipped.append({"image": str(path), "reason": str(problem)})
+                        skipped.append({"key": key, "image": str(path), "reason": str(problem)})
                     bar.update(1)
                     continue
                 batch.append((key, image))

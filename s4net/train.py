@@ -13,6 +13,7 @@ Layout of an output folder::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -201,6 +202,19 @@ def trim_metrics(path: Path, last_iteration: int) -> None:
     atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
+def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """``field: old -> new`` for every (nested) setting that differs, comma-separated."""
+    parts = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name, "<unset>"), new.get(name, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = settings_diff(a, b, f"{prefix}{name}.")
+            parts += [inner] if inner else []
+        elif a != b:
+            parts.append(f"{prefix}{name}: {a} -> {b}")
+    return ", ".join(parts)
+
+
 def restore_training(
     state: dict[str, Any], key: dict[str, Any], last_path: Path, model: torch.nn.Module,
     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, metrics_path: Path,
@@ -210,7 +224,9 @@ def restore_training(
     Metrics lines logged after that checkpoint (by a run killed later) are dropped.
     """
     if state.get("train") != key:
-        raise InputError(last_path, "was written with different training settings; use another --out or delete the folder to start over")
+        changed = settings_diff(state.get("train") or {}, key)
+        raise InputError(last_path, f"was written with different training settings ({changed}); use another --out or "
+                                    "delete the folder to start over")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
@@ -220,8 +236,45 @@ def restore_training(
     return start
 
 
+def newest_readable_state(
+    candidates: Sequence[Path], read: Callable[[Path], dict[str, Any]],
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """The first of ``candidates`` (newest first) that reads as a checkpoint, and its path.
+
+    One that exists but cannot be read (truncated or corrupted outside our atomic writes) is
+    renamed ``<name>.corrupt`` with a warning and the next is tried; ``(None, None)`` when none is left.
+    """
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            return read(path), path
+        except InputError as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            log.warning("%s; moved it to %s and looked for an earlier state", exc, aside.name)
+    return None, None
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """torch's deterministic algorithms on inside the block when ``enabled``; the caller's setting after it."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of ``model_final.pt``."""
+    with deterministic_algorithms(cfg.deterministic):
+        return _train(cfg, progress)
+
+
+def _train(cfg: TrainConfig, progress: bool) -> Path:
     out = cfg.out
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -229,8 +282,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     last_path = checkpoints / "last.pt"
     metrics_path = out / "metrics.jsonl"
     device = resolve_device(cfg.device)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
 
     model = build_model(cfg.model).to(device)
@@ -239,9 +290,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start = 0
-    if last_path.exists():
-        start = restore_training(read_checkpoint(last_path, map_location=device), cfg.resume_key(), last_path,
-                                 model, optimizer, scaler, metrics_path)
+    snapshots = sorted(checkpoints.glob("iter_*.pt"), reverse=True)
+    state, state_path = newest_readable_state([last_path, *snapshots], lambda p: read_checkpoint(p, map_location=device))
+    if state is not None:
+        start = restore_training(state, cfg.resume_key(), state_path, model, optimizer, scaler, metrics_path)
     elif metrics_path.exists():
         metrics_path.unlink()
     write_json(out / "train_config.json", cfg.to_dict())

@@ -33,3 +33,11 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("world") / "tiny"
     generate_world(out, seed=0, scale="tiny", workers=1, progress=False, preview=contact_sheet)
     return out
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight small S4Net checkpoint (tests.helpers.random_s4net_checkpoint), made once per session."""
+    from helpers import random_s4net_checkpoint
+
+    return random_s4net_checkpoint(tmp_path_factory.mktemp("ckpt") / "s4net.pt")

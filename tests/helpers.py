@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -10,3 +12,24 @@ def label_contacts(labels: np.ndarray) -> int:
     vertical = (labels[1:] != labels[:-1]) & (labels[1:] != 255) & (labels[:-1] != 255)
     horizontal = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] != 255) & (labels[:, :-1] != 255)
     return int(vertical.sum() + horizontal.sum())
+
+
+# A small S4Net for tests (random weights, 64 px) and proxy-label thresholds loose enough for it
+SMALL_S4NET = dict(norm="bn", image_size=64, fpn_channels=32, head_channels=32, compress_channels=16, branch_channels=(16, 8))
+LOOSE_CUES = ["--score-threshold", "0", "--min-area", "0", "--foreground", "0.5", "--background", "0.45"]
+
+
+def random_s4net_checkpoint(path: Path) -> Path:
+    """Save a random-weight small S4Net whose masks vary (its branch weights spread) at ``path``."""
+    import torch
+
+    import s4net
+    from s4net.checkpoint import save_checkpoint
+    from s4net.config import S4NetConfig
+
+    torch.manual_seed(0)
+    model = s4net.build_model(S4NetConfig(backbone="resnet18", **SMALL_S4NET))
+    with torch.no_grad():
+        model.branch.logits.weight.normal_(0, 0.05)
+    save_checkpoint(path, model)
+    return path

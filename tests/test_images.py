@@ -180,6 +180,22 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
+def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path: Path) -> None:
+    """mkstemp's 0600 must not leak into outputs that others on a cluster read."""
+    import os
+
+    from s4net.io.atomic import atomic_write_text
+
+    previous = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with open(tmp_path / "b.json", "w") as handle:
+            handle.write("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
+
+
 def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path) -> None:
     import subprocess
     import sys

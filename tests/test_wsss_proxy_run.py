@@ -12,31 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import s4net
 from pipeline.classes import IGNORE_INDEX, NUM_CLASSES
 from pipeline.cli import main as wsss_main
 from pipeline.imagenet import KeywordEntry, load_wnid_map, write_keyword_table
 from pipeline.proxy_labels import read_manifests
 from pipeline.voc import read_voc_label
-from s4net.checkpoint import save_checkpoint
-from s4net.config import S4NetConfig
+from helpers import LOOSE_CUES
 
-SMALL = dict(norm="bn", image_size=64, fpn_channels=32, head_channels=32, compress_channels=16, branch_channels=(16, 8))
-LOOSE = ["--score-threshold", "0", "--min-area", "0", "--foreground", "0.5", "--background", "0.45"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight S4Net whose masks vary (the branch's biases shifted), saved as a checkpoint."""
-    torch.manual_seed(0)
-    model = s4net.build_model(S4NetConfig(backbone="resnet18", **SMALL))
-    with torch.no_grad():
-        model.branch.logits.weight.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "s4net.pt"
-    save_checkpoint(path, model)
-    return path
+LOOSE = LOOSE_CUES
 
 
 def _checksums(out: Path) -> dict[str, str]:

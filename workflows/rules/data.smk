@@ -7,6 +7,8 @@ rule imagenet_keywords:
         imagenet=DATA["imagenet"],
     output:
         keywords=f"{RESULTS}/imagenet_keywords.csv",
+    benchmark:
+        f"{RESULTS}/benchmarks/imagenet_keywords.tsv"
     log:
         f"{RESULTS}/logs/imagenet_keywords.log",
     threads: 1

@@ -1,0 +1,134 @@
+"""A corpus of broken and odd images through one ``wsss proxy-labels`` run.
+
+Each file gets its documented behaviour: odd but valid formats are converted and labelled,
+broken ones are skipped and listed with a reason naming the problem; the good images' labels
+are byte-identical to those of a run without the bad company.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import LOOSE_CUES
+from pipeline.cli import main as wsss_main
+from pipeline.proxy_labels import read_manifests
+from pipeline.voc import read_voc_label
+
+WNID = "n02085620"  # Chihuahua -> dog in the shipped map
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width x height`` and whose data is a few bytes (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def encoded(image: Image.Image, kind: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, kind, **options)
+    return buffer.getvalue()
+
+
+def build_corpus(good: list[Path], folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Write the corpus; returns {file name: expected skip-reason fragment} and the names that must be labelled."""
+    folder.mkdir(parents=True)
+    rgb = np.asarray(Image.open(good[0]).convert("RGB"))
+    picture = Image.fromarray(rgb)
+    jpeg = good[0].read_bytes()
+    files = {
+        "zero.JPEG": b"",
+        "truncated.JPEG": jpeg[: len(jpeg) // 3],
+        "corrupt.JPEG": bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)),
+        "bomb.png": png_header_only(20000, 20000),
+        "png_inside.JPEG": encoded(picture, "PNG"),
+        "gray.JPEG": encoded(picture.convert("L"), "JPEG"),
+        "cmyk.JPEG": encoded(picture.convert("CMYK"), "JPEG"),
+        "rgba.png": encoded(picture.convert("RGBA"), "PNG"),
+        "palette.png": encoded(picture.convert("P"), "PNG"),
+        "sixteen.png": encoded(Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)), "PNG"),
+        "one_pixel.png": encoded(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
+        ("x" * 240) + ".JPEG": jpeg,
+    }
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    files["exif_rotated.JPEG"] = encoded(picture, "JPEG", exif=exif.tobytes())
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    os.symlink(folder / "loop_b.JPEG", folder / "loop_a.JPEG")
+    os.symlink(folder / "loop_a.JPEG", folder / "loop_b.JPEG")
+    os.symlink(folder / "nowhere.JPEG", folder / "dangling.JPEG")
+    skipped = {"zero.JPEG": "empty", "truncated.JPEG": "", "corrupt.JPEG": "", "bomb.png": "decompression bomb",
+               "loop_a.JPEG": "", "loop_b.JPEG": "", "dangling.JPEG": ""}
+    labelled = ["png_inside.JPEG", "gray.JPEG", "cmyk.JPEG", "rgba.png", "palette.png", "sixteen.png",
+                "one_pixel.png", ("x" * 240) + ".JPEG", "exif_rotated.JPEG"]
+    return skipped, labelled
+
+
+def run_labels(checkpoint: Path, images: Path, out: Path) -> int:
+    return wsss_main(["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(out),
+                      "-q", *LOOSE_CUES])
+
+
+def test_a_corpus_of_bad_images_is_skipped_listed_or_converted(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
+    good = sorted((tiny_world / "imagenet" / "train").rglob("*.JPEG"))[:3]
+    clean = tmp_path / "clean" / "train" / WNID
+    clean.mkdir(parents=True)
+    for path in good:
+        (clean / path.name).write_bytes(path.read_bytes())
+    assert run_labels(checkpoint, tmp_path / "clean", tmp_path / "clean_out") == 0
+    reference = {r["image"]: r["sha256"] for r in read_manifests(tmp_path / "clean_out").values()}
+
+    mixed = tmp_path / "mixed"
+    skipped, labelled = build_corpus(good, mixed / "train" / WNID)
+    for path in good:
+        (mixed / "train" / WNID / path.name).write_bytes(path.read_bytes())
+    assert run_labels(checkpoint, mixed, tmp_path / "out") == 0
+    records = {Path(r["image"]).name: r for r in read_manifests(tmp_path / "out").values()}
+    for name, reason in skipped.items():
+        assert records[name].get("skipped"), name
+        assert reason in records[name]["skipped"], (name, records[name]["skipped"])
+    for name in labelled:
+        record = records[name]
+        assert not record.get("skipped"), (name, record.get("skipped"))
+        labels = read_voc_label(tmp_path / "out" / "labels" / record["label"])
+        assert labels.shape == tuple(record["size"][::-1]), name
+    assert tuple(records["exif_rotated.JPEG"]["size"]) == tuple(records[good[0].name]["size"][::-1])  # turned upright
+    for image, checksum in reference.items():
+        assert records[Path(image).name]["sha256"] == checksum  # the good images are untouched by their neighbours
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_image_is_skipped_with_its_reason(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images" / "train" / WNID
+    folder.mkdir(parents=True)
+    good = sorted((tiny_world / "imagenet" / "train").rglob("*.JPEG"))[0]
+    (folder / "locked.JPEG").write_bytes(good.read_bytes())
+    (folder / "locked.JPEG").chmod(0)
+    (folder / "open.JPEG").write_bytes(good.read_bytes())
+    assert run_labels(checkpoint, tmp_path / "images", tmp_path / "out") == 0
+    records = {Path(r["image"]).name: r for r in read_manifests(tmp_path / "out").values()}
+    assert "ermission" in records["locked.JPEG"]["skipped"] and not records["open.JPEG"].get("skipped")
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images" / "train" / WNID
+    folder.mkdir(parents=True)
+    good = sorted((tiny_world / "imagenet" / "train").rglob("*.JPEG"))[0]
+    (folder / "fine.JPEG").write_bytes(good.read_bytes())
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.JPEG"), "wb") as handle:  # Latin-1, not UTF-8
+        handle.write(good.read_bytes())
+    assert run_labels(checkpoint, tmp_path / "images", tmp_path / "out") == 0
+    records = read_manifests(tmp_path / "out")
+    assert any(not r.get("skipped") and r["image"].endswith("fine.JPEG") for r in records.values())
+    assert len(records) == 2
