@@ -8,6 +8,7 @@ are byte-identical to those of a run without the bad company.
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import zlib
@@ -121,7 +122,8 @@ def test_an_unreadable_image_is_skipped_with_its_reason(checkpoint: Path, tiny_w
     assert "ermission" in records["locked.JPEG"]["skipped"] and not records["open.JPEG"].get("skipped")
 
 
-def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
+def test_a_file_name_that_is_not_utf8_is_labelled_under_the_same_bytes(checkpoint: Path, tiny_world: Path,
+                                                                        tmp_path: Path) -> None:
     folder = tmp_path / "images" / "train" / WNID
     folder.mkdir(parents=True)
     good = sorted((tiny_world / "imagenet" / "train").rglob("*.JPEG"))[0]
@@ -130,5 +132,8 @@ def test_a_file_name_that_is_not_utf8_is_skipped_not_fatal(checkpoint: Path, tin
         handle.write(good.read_bytes())
     assert run_labels(checkpoint, tmp_path / "images", tmp_path / "out") == 0
     records = read_manifests(tmp_path / "out")
-    assert any(not r.get("skipped") and r["image"].endswith("fine.JPEG") for r in records.values())
-    assert len(records) == 2
+    assert len(records) == 2 and not any(r.get("skipped") for r in records.values())
+    labels = os.listdir(os.fsencode(tmp_path / "out" / "labels" / "train" / WNID))
+    assert sorted(labels) == [b"caf\xe9.png", b"fine.png"]
+    assert run_labels(checkpoint, tmp_path / "images", tmp_path / "out") == 0  # the manifest finds it again
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["reused"] == 2
