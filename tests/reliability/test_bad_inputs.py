@@ -109,17 +109,26 @@ def test_a_corpus_of_bad_images_is_skipped_listed_or_converted(checkpoint: Path,
         assert records[Path(image).name]["sha256"] == checksum  # the good images are untouched by their neighbours
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_an_unreadable_image_is_skipped_with_its_reason(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
+def test_an_unreadable_image_is_skipped_with_its_reason(checkpoint: Path, tiny_world: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "images" / "train" / WNID
     folder.mkdir(parents=True)
     good = sorted((tiny_world / "imagenet" / "train").rglob("*.JPEG"))[0]
     (folder / "locked.JPEG").write_bytes(good.read_bytes())
     (folder / "locked.JPEG").chmod(0)
     (folder / "open.JPEG").write_bytes(good.read_bytes())
+    if os.geteuid() == 0:  # root reads whatever the mode says: refuse the file the way the kernel would
+        real_open = Image.open
+
+        def refusing_open(path, *args, **kwargs):
+            if Path(path).name == "locked.JPEG":
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(Image, "open", refusing_open)
     assert run_labels(checkpoint, tmp_path / "images", tmp_path / "out") == 0
     records = {Path(r["image"]).name: r for r in read_manifests(tmp_path / "out").values()}
-    assert "ermission" in records["locked.JPEG"]["skipped"] and not records["open.JPEG"].get("skipped")
+    assert records["locked.JPEG"]["skipped"] == "permission denied" and not records["open.JPEG"].get("skipped")
 
 
 def test_a_file_name_that_is_not_utf8_is_labelled_under_the_same_bytes(checkpoint: Path, tiny_world: Path,
