@@ -15,9 +15,10 @@ elif not SETTINGS["data"]["keywords"]:
 include: "workflows/rules/s4net.smk"
 include: "workflows/rules/wsss.smk"
 include: "workflows/rules/report.smk"
+include: "workflows/rules/experiments.smk"
 
 
-rule all:
+rule all:  # the default target; the ablations run with `snakemake experiments`
     input:
         rules.report.output.summary,
         rules.provenance.output.settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -133,14 +134,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     from s4net.io.atomic import write_json
 
     model, device = _load_model(args)
+    start = time.perf_counter()
     document, results = predict_annotated(
         model, args.annotations, args.images, args.batch_size, device, progress=not args.quiet
     )
+    seconds = time.perf_counter() - start
     if args.results is not None:
         write_json(args.results, results)
     metrics = evaluate_predictions(document, results, protocol=args.protocol, max_detections=model.config.detections_per_image)
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["annotations"] = str(args.annotations)
+    # throughput of this evaluation: decoding included, at --batch-size, on --device (bench/speed.py times batch 1)
+    metrics["images_per_s"] = len(document["images"]) / seconds if seconds > 0 else None
+    metrics["batch_size"] = args.batch_size
     write_json(args.out, metrics)
     shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k.startswith("mAP"))
     print(f"{args.protocol}: {shown}; wrote {args.out}")
@@ -175,6 +181,33 @@ def _predict(args: argparse.Namespace) -> int:
     write_json(args.out / "images.json", {"images": entries, "categories": [{"id": 1, "name": "salient"}]})
     write_json(args.out / "skipped.json", [{"image": item["image"], "reason": item["reason"]} for item in skipped])
     print(f"{len(entries)} images, {len(results)} instances, {len(skipped)} skipped; wrote {args.out}")
+    return 0
+
+
+def _ablation_table(args: argparse.Namespace) -> int:
+    import yaml
+
+    from s4net.ablation import markdown, read_metrics, study_table
+    from s4net.io.atomic import atomic_write_text, write_json
+
+    runs: dict[str, list[dict]] = {}
+    for item in args.runs:
+        variant, sep, path = item.partition("=")
+        if not sep or not variant or not path:
+            raise InputError(None, f"--runs: expected VARIANT=METRICS_JSON, got {item!r}")
+        runs.setdefault(variant, []).append(read_metrics(path))
+    paper = {}
+    if args.paper is not None:
+        try:
+            paper = (yaml.safe_load(args.paper.read_text()) or {}).get(args.study, {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(args.paper, f"not a readable paper-numbers YAML ({exc.__class__.__name__})") from None
+    table = study_table(args.study, runs, {str(k): v for k, v in paper.items()})
+    write_json(args.out, table, indent=2)
+    text = markdown(table)
+    if args.markdown is not None:
+        atomic_write_text(args.markdown, text)
+    print(text, end="")
     return 0
 
 
@@ -296,6 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_inference(commands)
     _add_explain(commands)
+    table = commands.add_parser(
+        "ablation-table",
+        help="mean ± std over seeds of each variant's test metrics, beside the paper's numbers",
+        description="Reduce s4net evaluate's metrics of several variants (one file per seed) to one row per variant; "
+                    "write JSON (and Markdown) with the paper's values and whether the mAP@0.5 ranking matches.",
+    )
+    table.add_argument("--study", required=True, help="name of the study (a key of --paper)")
+    table.add_argument("--runs", nargs="+", required=True, metavar="VARIANT=METRICS_JSON",
+                       help="one per trained seed; repeat a variant for each of its seeds")
+    table.add_argument("--paper", type=Path, help="YAML: study -> variant -> metric -> the paper's value")
+    table.add_argument("--out", type=Path, required=True, help="table JSON to write")
+    table.add_argument("--markdown", type=Path, help="also write the Markdown table here")
+    add_verbosity(table)
+    table.set_defaults(handler=_ablation_table)
+
     return parser
 
 

@@ -1,6 +1,7 @@
 # Parameters read from the config in one place; defaults and checks in workflows/schemas/config.schema.yaml.
 import json
 import os
+import re
 import shlex
 
 import yaml
@@ -113,3 +114,33 @@ def segmenter_data(source):
 def named(pairs):
     """``NAME=PATH`` arguments of wsss report, shell-quoted."""
     return " ".join(shlex.quote(f"{name}={path}") for name, path in pairs)
+
+
+
+EXPERIMENTS = SETTINGS["experiments"]
+EXPERIMENT_DIR = f"{RESULTS}/experiments"
+STUDIES = {study: list(EXPERIMENTS[study]) for study in ("masking", "alpha", "backbone")}
+BASE = {"masking": "ternary", "alpha": "1/3", "backbone": EXPERIMENTS["base_backbone"]}  # the paper's S4Net
+
+
+def run_folder(study, variant, seed):
+    """Where the run of one variant of a study lives: named by all three settings, so that the variants
+    equal to the base (ternary, alpha 1/3, the base backbone) share one run across the studies."""
+    settings = dict(BASE, **{study: variant})
+    if study != "alpha" and settings["masking"] != "ternary":
+        settings["alpha"] = "1/3"  # the ring width only matters to ternary masking (and expanded's default)
+    alpha = re.sub(r"\W", "_", settings["alpha"])  # "1/3" -> "1_3"
+    return f"{EXPERIMENT_DIR}/runs/{settings['masking']}-a{alpha}-{settings['backbone']}/seed{seed}"
+
+
+def run_flags(masking, alpha, backbone):
+    """The `s4net train` flags of one run folder's settings (alpha as written in its name, "1_3")."""
+    numerator, _, denominator = alpha.partition("_")
+    value = int(numerator) / int(denominator or 1)
+    return f"--masking {masking} --alpha {value!r} --backbone {backbone}"
+
+
+def study_runs(study):
+    """Every (variant, seed) metrics file of a study, in config order."""
+    return [(variant, f"{run_folder(study, variant, seed)}/test_metrics.json")
+            for variant in STUDIES[study] for seed in EXPERIMENTS["seeds"]]

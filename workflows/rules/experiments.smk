@@ -1,0 +1,120 @@
+# The paper's ablations (Tables 1-3) on a synthetic world of their own: `snakemake experiments`.
+# Each variant of each study is trained once per seed (a variant equal to the paper's S4Net is one
+# run shared by the three studies); a table per study gives mean ± std beside the paper's numbers
+# (workflows/configs/paper_tables.yaml).
+
+
+rule experiment_world:
+    """The synthetic world the ablations train and test on (experiments.scale)."""
+    output:
+        world=f"{EXPERIMENT_DIR}/world/world.json",
+    log:
+        f"{RESULTS}/logs/experiment_world.log",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.world),
+        seed=SEED,
+        scale=EXPERIMENTS["scale"],
+    threads: JOBS["demo_data"]["threads"]
+    resources:
+        mem_mb=JOBS["demo_data"]["mem_mb"],
+        runtime=JOBS["demo_data"]["runtime"],
+    shell:
+        "wsss demo-data --out {params.out:q} --seed {params.seed} --scale {params.scale} "
+        "--workers {threads} --overwrite --quiet > {log:q} 2>&1"
+
+
+rule experiment_train:
+    """One variant of one study with one seed (resumes from its last checkpoint)."""
+    input:
+        world=rules.experiment_world.output.world,
+        model_config=EXPERIMENTS["model_config"],
+    output:
+        checkpoint=f"{EXPERIMENT_DIR}/runs/{{masking}}-a{{alpha}}-{{backbone}}/seed{{seed}}/model_final.pt",
+    benchmark:
+        f"{RESULTS}/benchmarks/experiment_train_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.tsv"
+    log:
+        f"{RESULTS}/logs/experiment_train_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.log",
+    wildcard_constraints:
+        masking="[a-z]+",
+        alpha=r"[0-9]+(_[0-9]+)?",
+        backbone="[a-z0-9_]+",
+        seed=r"\d+",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        salient=lambda wildcards, input: f"{os.path.dirname(input.world)}/salient",
+        variant=lambda wildcards: run_flags(wildcards.masking, wildcards.alpha, wildcards.backbone),
+        size=EXPERIMENTS["size"],
+        iterations=EXPERIMENTS["iterations"],
+        batch_size=EXPERIMENTS["batch_size"],
+        lr=EXPERIMENTS["lr"],
+        lr_steps=" ".join(str(step) for step in EXPERIMENTS["lr_steps"]),
+        warmup=EXPERIMENTS["warmup"],
+        cpu_bf16=EXPERIMENTS["cpu_bf16"],
+        device=DEVICE,
+    threads: JOBS["experiment_train"]["threads"]
+    resources:
+        mem_mb=JOBS["experiment_train"]["mem_mb"],
+        runtime=JOBS["experiment_train"]["runtime"],
+        gpu=GPUS,
+    shell:
+        "s4net train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
+        "--out {params.out:q} --model-config {input.model_config:q} {params.variant} --size {params.size} "
+        "--iterations {params.iterations} --batch-size {params.batch_size} --lr {params.lr} "
+        "--lr-steps {params.lr_steps} --warmup {params.warmup} --cpu-bf16 {params.cpu_bf16} --grad-clip 5.0 "
+        "--checkpoint-every 200 --seed {wildcards.seed} --cache --device {params.device} --quiet > {log:q} 2>&1"
+
+
+rule experiment_evaluate:
+    """Mask mAP of one trained variant on the world's salient test set (and its images/s)."""
+    input:
+        checkpoint=rules.experiment_train.output.checkpoint,
+        world=rules.experiment_world.output.world,
+    output:
+        metrics=f"{EXPERIMENT_DIR}/runs/{{masking}}-a{{alpha}}-{{backbone}}/seed{{seed}}/test_metrics.json",
+    log:
+        f"{RESULTS}/logs/experiment_evaluate_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.log",
+    wildcard_constraints:
+        masking="[a-z]+",
+        alpha=r"[0-9]+(_[0-9]+)?",
+        backbone="[a-z0-9_]+",
+        seed=r"\d+",
+    params:
+        salient=lambda wildcards, input: f"{os.path.dirname(input.world)}/salient",
+        device=DEVICE,
+    threads: JOBS["evaluate_s4net"]["threads"]
+    resources:
+        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
+        runtime=JOBS["evaluate_s4net"]["runtime"],
+        gpu=GPUS,
+    shell:
+        "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
+        "--images {params.salient:q}/images --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"
+
+
+rule experiment_table:
+    """One study's table: mean ± std over seeds per variant, the paper's numbers beside them."""
+    input:
+        metrics=lambda wildcards: [path for _, path in study_runs(wildcards.study)],
+        paper="workflows/configs/paper_tables.yaml",
+    output:
+        table=f"{EXPERIMENT_DIR}/{{study}}.json",
+        markdown=f"{EXPERIMENT_DIR}/{{study}}.md",
+    log:
+        f"{RESULTS}/logs/experiment_table_{{study}}.log",
+    wildcard_constraints:
+        study="masking|alpha|backbone",
+    params:
+        runs=lambda wildcards: " ".join(shlex.quote(f"{variant}={path}") for variant, path in study_runs(wildcards.study)),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "s4net ablation-table --study {wildcards.study} --runs {params.runs} --paper {input.paper:q} "
+        "--out {output.table:q} --markdown {output.markdown:q} > {log:q} 2>&1"
+
+
+rule experiments:
+    """Every study with at least one variant."""
+    input:
+        [f"{EXPERIMENT_DIR}/{study}.md" for study, variants in STUDIES.items() if variants],
