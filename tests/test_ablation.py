@@ -104,3 +104,4 @@ def test_tiny_experiments_run_end_to_end(tmp_path: Path) -> None:
     assert ternary["mean"] == third["mean"]  # one shared run
     assert "Ranking by mAP@0.5" in (tmp_path / "out" / "experiments" / "alpha.md").read_text()
     assert not (tmp_path / "out" / "experiments" / "backbone.md").exists()  # an empty study is skipped
+    assert len(list((tmp_path / "out" / "experiments" / "gradient_maps").glob("*.png"))) == 8  # Fig. 6, binary vs ternary

@@ -114,7 +114,31 @@ rule experiment_table:
         "--out {output.table:q} --markdown {output.markdown:q} > {log:q} 2>&1"
 
 
+rule experiment_gradients:
+    """The paper's Fig. 6: |dL_seg/dH| of binary against ternary RoIMasking, first seed, same test images."""
+    input:
+        binary=f"{run_folder('masking', 'binary', EXPERIMENTS['seeds'][0])}/model_final.pt",
+        ternary=f"{run_folder('masking', 'ternary', EXPERIMENTS['seeds'][0])}/model_final.pt",
+        world=rules.experiment_world.output.world,
+    output:
+        maps=directory(f"{EXPERIMENT_DIR}/gradient_maps"),
+    log:
+        f"{RESULTS}/logs/experiment_gradients.log",
+    params:
+        salient=lambda wildcards, input: f"{os.path.dirname(input.world)}/salient",
+        device=DEVICE,
+    threads: JOBS["evaluate_s4net"]["threads"]
+    resources:
+        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
+        runtime=JOBS["evaluate_s4net"]["runtime"],
+        gpu=GPUS,
+    shell:
+        "s4net explain --checkpoint {input.binary:q} {input.ternary:q} --annotations {params.salient:q}/test.json "
+        "--images {params.salient:q}/images --out {output.maps:q} --device {params.device} --quiet > {log:q} 2>&1"
+
+
 rule experiments:
-    """Every study with at least one variant."""
+    """Every study with at least one variant, and the gradient maps when both binary and ternary are studied."""
     input:
         [f"{EXPERIMENT_DIR}/{study}.md" for study, variants in STUDIES.items() if variants],
+        [rules.experiment_gradients.output.maps] if {"binary", "ternary"} <= set(STUDIES["masking"]) else [],

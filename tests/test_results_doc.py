@@ -1,0 +1,43 @@
+"""docs/RESULTS.md: every command it names exists (a bench or tool script, a workflow target, a make target)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def commands() -> list[list[str]]:
+    text = (REPO / "docs" / "RESULTS.md").read_text()
+    spans = re.findall(r"`([^`]+)`", text)
+    return [shlex.split(span) for span in spans if span.split()[0] in ("python", "snakemake", "make")]
+
+
+def test_results_doc_names_commands_that_exist() -> None:
+    found = commands()
+    assert len(found) >= 6, found
+    rules = "\n".join(p.read_text() for p in [REPO / "Snakefile", *(REPO / "workflows" / "rules").glob("*.smk")])
+    makefile = (REPO / "Makefile").read_text()
+    for words in found:
+        if words[0] == "python":
+            assert (REPO / words[1]).is_file(), words
+        elif words[0] == "snakemake":
+            target = words[1]
+            assert re.search(rf"^rule {re.escape(target)}\b", rules, re.M), words
+        else:
+            assert re.search(rf"^{re.escape(words[1])}:", makefile, re.M), words
+
+
+def test_results_doc_numbers_match_the_committed_bench_json() -> None:
+    """The speed and throughput rows quote the JSON the commands wrote."""
+    import json
+
+    text = (REPO / "docs" / "RESULTS.md").read_text()
+    speed = {run["model"]: run for run in json.loads((REPO / "bench" / "results" / "speed_cpu.json").read_text())["runs"]}
+    assert f"| {speed['torchvision maskrcnn_resnet50_fpn']['median_s']:.3f} |" in text
+    assert f"| {speed['s4net resnet50 [proposals: random-weight head]']['median_s']:.3f} |" in text
+    proxy = json.loads((REPO / "bench" / "results" / "proxy_labels_cpu.json").read_text())["runs"]
+    for run in proxy[:3]:
+        assert f"| {run['images_per_s']:.1f} | {run['peak_rss_mib']:.0f} |" in text, run["mode"]
