@@ -180,6 +180,17 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
+def test_a_failed_write_names_the_output_it_was_for(tmp_path: Path) -> None:
+    """write() on a full disk raises ENOSPC without a file name; the error must say which output failed."""
+    import errno
+
+    with pytest.raises(OSError) as raised:
+        with atomic_path(tmp_path / "label.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "label.png")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path: Path) -> None:
     """mkstemp's 0600 must not leak into outputs that others on a cluster read."""
     import os

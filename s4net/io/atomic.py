@@ -86,9 +86,12 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # a failed write() names no file (a full disk, say): name the output it was for
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
