@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline import __version__
-from s4net.clitools import add_verbosity, command_parser, positive_float, positive_int, run
+from s4net.clitools import add_verbosity, command_parser, named_pairs, positive_float, positive_int, run
 from s4net.errors import InputError
 
 
@@ -157,19 +157,18 @@ def _provenance(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.report import ReportInputs, build_report, parse_named_paths
+    from pipeline.report import ReportInputs, build_report
 
-    try:
-        inputs = ReportInputs(
-            s4net_metrics=args.s4net_metrics, segmenter_metrics=parse_named_paths(args.segmenter, "--segmenter"),
-            out=args.out, proxy_scores=parse_named_paths(args.proxy_scores, "--proxy-scores"),
-            proxy_labels=parse_named_paths(args.proxy_labels, "--proxy-labels"), imagenet=args.imagenet,
-            keywords=args.keywords, proxy_gt=args.proxy_gt, predictions=parse_named_paths(args.predictions, "--predictions"),
-            voc_root=args.voc_root, split=args.split, benchmarks=args.benchmarks, samples=args.samples, seed=args.seed,
-        )
-        summary = build_report(inputs)
-    except ValueError as exc:
-        raise InputError(None, str(exc)) from None
+    def named(items: list[str], option: str) -> dict[str, Path]:
+        return {name: Path(path) for name, path in named_pairs(items, option)}
+
+    summary = build_report(ReportInputs(
+        s4net_metrics=args.s4net_metrics, segmenter_metrics=named(args.segmenter, "--segmenter"),
+        out=args.out, proxy_scores=named(args.proxy_scores, "--proxy-scores"),
+        proxy_labels=named(args.proxy_labels, "--proxy-labels"), imagenet=args.imagenet,
+        keywords=args.keywords, proxy_gt=args.proxy_gt, predictions=named(args.predictions, "--predictions"),
+        voc_root=args.voc_root, split=args.split, benchmarks=args.benchmarks, samples=args.samples, seed=args.seed,
+    ))
     print(f"wrote {', '.join(summary['files'])} and summary.json to {args.out}")
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from pipeline.classes import VOC_CLASSES
 from pipeline.imagenet import read_keyword_table
 from pipeline.proxy_labels import overlay
 from pipeline.voc import VOCSegmentation, read_voc_label
-from s4net.io.atomic import atomic_write_bytes, atomic_write_text, write_json
+from s4net.io.atomic import atomic_write_bytes, atomic_write_text, read_json, write_json
 from s4net.io.images import load_rgb
 
 log = logging.getLogger(__name__)
@@ -53,13 +52,6 @@ class ReportInputs:
     benchmarks: Path | None = None
     samples: int = 6
     seed: int = 0
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable metrics json ({error})") from error
 
 
 def html_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> str:
@@ -98,13 +90,19 @@ def miou_rows(segmenters: dict[str, dict[str, Any]], proxies: dict[str, dict[str
     return rows
 
 
-def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
-    """PNG bytes: grouped bars of the per-class IoU of every label source."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed), imported when a figure is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
+    """PNG bytes: grouped bars of the per-class IoU of every label source."""
+    plt = _pyplot()
     classes = list(VOC_CLASSES)
     width = 0.8 / max(len(segmenters), 1)
     figure, axis = plt.subplots(figsize=(11.5, 4.2), dpi=100)
@@ -124,8 +122,7 @@ def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
 
 
 def _png(figure: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
@@ -134,11 +131,7 @@ def _png(figure: Any) -> bytes:
 
 def image_grid(rows: list[list[tuple[str, np.ndarray]]], title: str) -> bytes:
     """PNG bytes: a grid of captioned RGB images, one list per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     columns = max(len(row) for row in rows)
     figure, axes = plt.subplots(len(rows), columns, figsize=(2.3 * columns, 2.3 * len(rows) + 0.4), dpi=100,
                                 squeeze=False)
@@ -220,11 +213,7 @@ def read_benchmarks(folder: Path) -> list[dict[str, Any]]:
 
 def runtime_chart(rows: list[dict[str, Any]]) -> bytes:
     """PNG bytes: horizontal bars of each job's wall time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, axis = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.2), dpi=100)
     axis.barh([r["job"] for r in rows][::-1], [r["seconds"] / 60 for r in rows][::-1], color="#4c72b0")
     axis.set_xlabel("wall time (min)")
@@ -236,11 +225,11 @@ def runtime_chart(rows: list[dict[str, Any]]) -> bytes:
 
 def build_report(inputs: ReportInputs) -> dict[str, Any]:
     """Write the report files into ``inputs.out``; return the summary (also written as summary.json)."""
-    out = Path(inputs.out)
+    s4net = read_json(inputs.s4net_metrics, "metrics json")
+    segmenters = {source: read_json(path, "metrics json") for source, path in inputs.segmenter_metrics.items()}
+    proxies = {cue: read_json(path, "metrics json") for cue, path in inputs.proxy_scores.items()}
+    out = Path(inputs.out)  # made only once the inputs have loaded
     out.mkdir(parents=True, exist_ok=True)
-    s4net = _read_json(inputs.s4net_metrics)
-    segmenters = {source: _read_json(path) for source, path in inputs.segmenter_metrics.items()}
-    proxies = {cue: _read_json(path) for cue, path in inputs.proxy_scores.items()}
     atomic_write_text(out / "s4net_map.html", s4net_table(s4net))
     note = ("mIoU over the whole split (one confusion matrix, 255 ignored). 'of full' is the share of the fully "
             "supervised mIoU. Proxy-label mIoU scores the labels themselves against the ImageNet images' masks "
@@ -276,15 +265,4 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
     write_json(out / "summary.json", summary, indent=2)
     log.info("report files in %s: %s", out, ", ".join(written))
     return summary
-
-
-def parse_named_paths(items: Sequence[str], option: str) -> dict[str, Path]:
-    """``NAME=PATH`` pairs (as given on the command line) in order; a malformed one is a usage error."""
-    named: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"{option}: expected NAME=PATH, got {item!r}")
-        named[name] = Path(path)
-    return named
 

@@ -8,15 +8,11 @@ paper's.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from s4net.errors import InputError
 
 METRICS = ("mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded", "images_per_s")
 HEADERS = {"mAP50": "mAP@0.5", "mAP70": "mAP@0.7", "mAP50_occluded": "mAP_O@0.5", "mAP70_occluded": "mAP_O@0.7",
@@ -32,13 +28,6 @@ class VariantRow:
     mean: dict[str, float]
     std: dict[str, float]
     paper: dict[str, float | None]
-
-
-def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable metrics json ({exc.__class__.__name__})") from None
 
 
 def variant_row(variant: str, runs: Sequence[dict[str, Any]], paper: dict[str, float | None] | None) -> VariantRow:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from s4net import __version__
-from s4net.clitools import add_verbosity, command_parser, positive_int, run
+from s4net.clitools import add_verbosity, command_parser, named_pairs, positive_int, run
 from s4net.errors import InputError
 
 
@@ -187,15 +187,12 @@ def _predict(args: argparse.Namespace) -> int:
 def _ablation_table(args: argparse.Namespace) -> int:
     import yaml
 
-    from s4net.ablation import markdown, read_metrics, study_table
-    from s4net.io.atomic import atomic_write_text, write_json
+    from s4net.ablation import markdown, study_table
+    from s4net.io.atomic import atomic_write_text, read_json, write_json
 
     runs: dict[str, list[dict]] = {}
-    for item in args.runs:
-        variant, sep, path = item.partition("=")
-        if not sep or not variant or not path:
-            raise InputError(None, f"--runs: expected VARIANT=METRICS_JSON, got {item!r}")
-        runs.setdefault(variant, []).append(read_metrics(path))
+    for variant, path in named_pairs(args.runs, "--runs", "VARIANT=METRICS_JSON"):
+        runs.setdefault(variant, []).append(read_json(path, "metrics json"))
     paper = {}
     if args.paper is not None:
         try:

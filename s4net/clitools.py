@@ -74,3 +74,14 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         print(f"{parser.prog} {args.command}: error: {where}{exc.strerror or exc} (finished outputs are kept; "
               "run the same command again once this is fixed)", file=sys.stderr)
         return 1
+
+
+def named_pairs(items: Sequence[str], option: str, form: str = "NAME=PATH") -> list[tuple[str, str]]:
+    """``NAME=VALUE`` command-line items split in order; a malformed one is an :class:`InputError` naming ``option``."""
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise InputError(None, f"{option}: expected {form}, got {item!r}")
+        pairs.append((name, value))
+    return pairs

@@ -19,6 +19,13 @@ SMALL_S4NET = dict(norm="bn", image_size=64, fpn_channels=32, head_channels=32, 
 LOOSE_CUES = ["--score-threshold", "0", "--min-area", "0", "--foreground", "0.5", "--background", "0.45"]
 
 
+def proxy_label_args(checkpoint: Path, world: Path, out: Path, *extra: str, batch_size: int = 2) -> list[str]:
+    """`wsss proxy-labels` arguments over a synthetic world's ImageNet subset, with the loose cue thresholds."""
+    imagenet = world / "imagenet"
+    return ["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(imagenet), "--keywords",
+            str(imagenet / "keywords.csv"), "--out", str(out), "--batch-size", str(batch_size), "-q", *LOOSE_CUES, *extra]
+
+
 def random_s4net_checkpoint(path: Path) -> Path:
     """Save a random-weight small S4Net whose masks vary (its branch weights spread) at ``path``."""
     import torch

@@ -192,7 +192,7 @@ def test_a_failed_write_names_the_output_it_was_for(tmp_path: Path) -> None:
 
 
 def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path: Path) -> None:
-    """mkstemp's 0600 must not leak into outputs that others on a cluster read."""
+    """Outputs get the mode open() gives under the umask, not a private 0600, so others on a cluster can read them."""
     import os
 
     from s4net.io.atomic import atomic_write_text

@@ -186,6 +186,12 @@ def test_report_cli_refuses_a_malformed_name_path_pair(tmp_path: Path) -> None:
                              "--segmenter", "instances", "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert result.returncode == 2
     assert "expected NAME=PATH, got 'instances'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    (tmp_path / "m.json").write_text("{not json")
+    broken = subprocess.run([str(BIN / "wsss"), "report", "--s4net-metrics", str(tmp_path / "m.json"),
+                             "--segmenter", f"instances={tmp_path / 'm.json'}", "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True)
+    assert broken.returncode == 2 and "m.json: not a readable metrics json" in broken.stderr
+    assert not (tmp_path / "r").exists()  # nothing made for input that does not load
 
 
 def test_lint_finds_nothing_but_the_missing_conda_environments(tmp_path: Path) -> None:

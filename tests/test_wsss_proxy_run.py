@@ -18,7 +18,7 @@ from pipeline.cli import main as wsss_main
 from pipeline.imagenet import KeywordEntry, load_wnid_map, write_keyword_table
 from pipeline.proxy_labels import read_manifests
 from pipeline.voc import read_voc_label
-from helpers import LOOSE_CUES
+from helpers import LOOSE_CUES, proxy_label_args
 
 LOOSE = LOOSE_CUES
 
@@ -28,9 +28,7 @@ def _checksums(out: Path) -> dict[str, str]:
 
 
 def _run(checkpoint: Path, world: Path, out: Path, *extra: str) -> int:
-    imagenet = world / "imagenet"
-    return wsss_main(["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(imagenet), "--keywords",
-                      str(imagenet / "keywords.csv"), "--out", str(out), "--batch-size", "2", "-q", *LOOSE, *extra])
+    return wsss_main(proxy_label_args(checkpoint, world, out, *extra))
 
 
 def test_labels_are_valid_and_shards_add_up_to_the_whole_run(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
@@ -62,11 +60,9 @@ def test_labels_are_valid_and_shards_add_up_to_the_whole_run(checkpoint: Path, t
 
 
 def test_a_killed_run_resumes_to_the_same_labels(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
-    imagenet = tiny_world / "imagenet"
     assert _run(checkpoint, tiny_world, tmp_path / "reference", "--cue", "saliency", "--crf") == 0
     out = tmp_path / "killed"
-    args = ["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(imagenet), "--keywords",
-            str(imagenet / "keywords.csv"), "--out", str(out), "--batch-size", "1", "-q", "--cue", "saliency", "--crf", *LOOSE]
+    args = proxy_label_args(checkpoint, tiny_world, out, "--cue", "saliency", "--crf", batch_size=1)
     code = f"import sys; from pipeline.cli import main; sys.exit(main({args!r}))"
     process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     manifest = out / "manifest.jsonl"

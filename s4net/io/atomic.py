@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the target folder, fsync, then rename.
+"""Atomic file writes: a temporary file in the target folder, fsync, then rename (and JSON read back).
 
 A job killed mid-write leaves at most a ``.tmp-<host>-<pid>-*`` file, never a truncated
 output under the final name that a rerun would trust; :func:`remove_stale_temporaries`
@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from s4net.errors import InputError
 
 TMP_PREFIX = ".tmp-"
 
@@ -51,18 +53,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where Linux tells it (else set and restored at once)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _create_temporary(folder: Path, suffix: str) -> Path:
+    """A new empty ``.tmp-<host>-<pid>-<random><suffix>`` in ``folder``, with the mode a plain ``open()`` gives.
+
+    ``os.open`` with mode 0o666 lets the kernel apply the umask, as it does for any new file
+    (``mkstemp`` would make it 0600, unreadable to the others of a cluster group).
+    """
+    while True:
+        path = folder / f"{TMP_PREFIX}{_owner_tag()}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
 
 
 @contextlib.contextmanager
@@ -74,12 +77,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + _owner_tag(), suffix=path.suffix, dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode a plain open() would give
-    finally:
-        os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temporary(path.parent, path.suffix)
     try:
         yield tmp
         if fsync:
@@ -110,3 +108,11 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> 
     """Write ``obj`` as JSON atomically, keys in insertion order, newline-terminated."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False, separators=None if indent else (",", ":"))
     atomic_write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "json") -> Any:
+    """A JSON document; a missing or unparsable file is an :class:`InputError` saying it is not a readable ``what``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a readable {what} ({exc.__class__.__name__})") from None

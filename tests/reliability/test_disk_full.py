@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LOOSE_CUES
+from helpers import proxy_label_args
 from pipeline.proxy_labels import is_done, read_manifests
 
 BIN = Path(sys.executable).parent
@@ -41,12 +41,6 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-def proxy_args(checkpoint: Path, world: Path, out: Path) -> list[str]:
-    imagenet = world / "imagenet"
-    return ["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(imagenet), "--keywords",
-            str(imagenet / "keywords.csv"), "--out", str(out), "--batch-size", "2", "-q", *LOOSE_CUES]
-
-
 def faulty_run(failing_from: int, code: str, args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", FAULTY_WRITER, str(failing_from), code, *args],
                           capture_output=True, text=True)
@@ -64,14 +58,14 @@ def assert_nothing_corrupt(out: Path) -> None:
 def test_proxy_labels_stop_cleanly_when_the_disk_fails_and_a_rerun_completes(
         checkpoint: Path, tiny_world: Path, tmp_path: Path, code: str, words: str) -> None:
     out = tmp_path / "out"
-    result = faulty_run(12, code, proxy_args(checkpoint, tiny_world, out))
+    result = faulty_run(12, code, proxy_label_args(checkpoint, tiny_world, out))
     assert result.returncode == 1, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and str(out) in lines[0], result.stderr
     done = read_manifests(out) if out.exists() else {}
     assert 0 < len(done) < 40
     assert_nothing_corrupt(out)
-    assert subprocess.run([str(BIN / "wsss"), *proxy_args(checkpoint, tiny_world, out)]).returncode == 0  # space freed
+    assert subprocess.run([str(BIN / "wsss"), *proxy_label_args(checkpoint, tiny_world, out)]).returncode == 0  # space freed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reused"] == len(done) and summary["reused"] + summary["written"] == 40
     assert_nothing_corrupt(out)

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import LOOSE_CUES, SMALL_S4NET
+from helpers import SMALL_S4NET, proxy_label_args
 
 BIN = Path(sys.executable).parent
 # one kill point in the default suite, two more with -m slow
@@ -137,9 +137,7 @@ def test_segmenter_training_killed_anywhere_resumes_to_the_same_weights(segmente
 
 
 def proxy_command(checkpoint: Path, world: Path, out: Path) -> list[str]:
-    imagenet = world / "imagenet"
-    return [str(BIN / "wsss"), "proxy-labels", "--checkpoint", str(checkpoint), "--images", str(imagenet),
-            "--keywords", str(imagenet / "keywords.csv"), "--out", str(out), "--batch-size", "1", "-q", *LOOSE_CUES]
+    return [str(BIN / "wsss"), *proxy_label_args(checkpoint, world, out, batch_size=1)]
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,7 @@ def shard_files(kind, extension, cue):
 def segmenter_labels(wildcards):
     """The files a segmenter's labels depend on: a cue's gathered manifest, or the reference's data."""
     if wildcards.source == "ground_truth":
-        return data_input("reference_labels", "reference_ids") if not DEMO else [WORLD]
+        return data_input("reference_labels", "reference_ids")
     return [rules.gather_proxy_labels.output.manifest.format(cue=wildcards.source)]
 
 
