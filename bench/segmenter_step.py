@@ -25,6 +25,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from memory import peak_rss_mib  # noqa: E402  (bench/memory.py)
 from report import emit  # noqa: E402  (bench/report.py)
 
 
@@ -64,6 +65,16 @@ def real_loop_images_per_s(world: Path, encoder: str, batch: int, crop: int, ste
     return sum(steady) / len(steady), windows
 
 
+def memory_work(kind: str, world: Path, encoder: str, batch: int, crop: int, threads: int) -> None:
+    """A few iterations of the model step alone (``model_step``) or of the real loop (``real_loop``), for peak memory."""
+    torch.set_num_threads(threads)
+    if kind == "model_step":
+        model_step_images_per_s(encoder, batch, crop, steps=5, warmup=0)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-seg-mem-") as tmp:
+        real_loop_images_per_s(world, encoder, batch, crop, 8, 0, Path(tmp))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, required=True, help="synthetic world (holds imagenet/ with masks/)")
@@ -94,6 +105,9 @@ def main() -> int:
         "real_over_model_step": real / alone,
         "target_at_least": 0.9,
         "meets_target": real / alone >= 0.9,
+        "peak_rss_mib": {kind: peak_rss_mib(memory_work, kind, args.world, args.encoder, args.batch_size, args.crop,
+                                            args.threads) for kind in ("model_step", "real_loop")},
+        "memory_note": "a fresh process running a few iterations of each (the real loop with 0 loader workers)",
     }, args.out)
     return 0
 

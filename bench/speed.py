@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import s4net.models.s4net as s4net_module  # noqa: E402
 from s4net import S4NetConfig, build_model, __version__  # noqa: E402
 from report import emit  # noqa: E402  (bench/report.py)
+from memory import peak_rss_mib  # noqa: E402  (bench/memory.py)
 from timing import interleaved, timed  # noqa: E402  (bench/timing.py)
 from s4net.models.fusion import fold_batchnorm  # noqa: E402
 
@@ -148,6 +149,31 @@ def branch_sweep(size: int, counts: list[int], warmup: int, repeats: int, device
     return runs
 
 
+def memory_work(name: str, size: int, threads: int, repeats: int = 3) -> None:
+    """``repeats`` batch-1 float32 forwards of one main contender on the CPU, for its peak memory."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, size, size)
+    with torch.inference_mode():
+        if name == "resnet50 (bare forward)":
+            net = torchvision.models.resnet50(weights=None).eval()
+            run = lambda: net(images)  # noqa: E731
+        elif name == "torchvision maskrcnn_resnet50_fpn":
+            net = torchvision.models.detection.maskrcnn_resnet50_fpn(
+                weights=None, weights_backbone=None, num_classes=2, box_score_thresh=0.0, box_detections_per_img=20,
+                min_size=size, max_size=size).eval()
+            run = lambda: net(list(images))  # noqa: E731
+        else:
+            net = s4net_model("resnet50", size, 20, torch.device("cpu"))
+            run = lambda: net(images)  # noqa: E731
+        for _ in range(repeats):
+            run()
+
+
+MEMORY_CONTENDERS = ("resnet50 (bare forward)", "s4net resnet50 [proposals: random-weight head]",
+                     "torchvision maskrcnn_resnet50_fpn")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=320)
@@ -249,6 +275,12 @@ def main() -> int:
                              **timing, "images_per_s": 1 / timing["median_s"], "table": 3})
         runs.extend(branch_sweep(size, args.proposals, args.warmup, args.repeats, device))
 
+    if device.type == "cpu":
+        report["memory_note"] = "peak_rss_mib: a fresh process running 3 batch-1 float32 forwards of that contender alone"
+        for entry in runs:
+            if entry["model"] in MEMORY_CONTENDERS and entry.get("batch") == 1 and entry.get("precision") == "fp32" \
+                    and not (args.skip_maskrcnn and entry["model"].startswith("torchvision")):
+                entry.update(peak_rss_mib(memory_work, entry["model"], size, args.threads))
     emit(report, args.out)
     return 0
 

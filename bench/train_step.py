@@ -1,10 +1,12 @@
-"""Training-step time of S4Net in float32 against bfloat16 autocast, in one run.
+"""Training-step time of S4Net in float32 against bfloat16 autocast, in one run (and of its Mask R-CNN peer).
 
 The demo's recipe by default (ResNet-18, 128x128, batch 8, the demo model config) on
-random images with random boxes and masks; the two precisions are timed in turns so
-that drifts of the machine hit both alike. Prints (and optionally writes) JSON.
+random images with random boxes and masks; the precisions are timed in turns so that
+drifts of the machine hit both alike. With ``--peer``, torchvision Mask R-CNN with the
+same backbone, input size and batch (tools/maskrcnn_peer.py, what the ablations' peer
+rows train) is timed in the same turns. Prints (and optionally writes) JSON.
 
-    python bench/train_step.py --threads 2 --out bench/results/train_step_cpu.json
+    python bench/train_step.py --threads 2 --peer --out bench/results/train_step_cpu.json
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from s4net import S4NetConfig, build_model, __version__  # noqa: E402
 from report import emit  # noqa: E402  (bench/report.py)
+from memory import peak_rss_mib  # noqa: E402  (bench/memory.py)
 from timing import interleaved  # noqa: E402  (bench/timing.py)
 from s4net.train import autocast_context  # noqa: E402
 
@@ -43,6 +46,28 @@ def random_batch(batch: int, size: int, generator: torch.Generator) -> tuple[tor
     return images, targets
 
 
+def memory_work(name: str, config: S4NetConfig, size: int, batch: int, threads: int, steps: int = 3) -> None:
+    """``steps`` training steps of one contender (``fp32``, ``bf16``, ``maskrcnn fp32``, ``maskrcnn bf16``), for its peak memory."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    images, targets = random_batch(batch, size, torch.Generator().manual_seed(0))
+    if name.startswith("maskrcnn"):
+        sys.path.insert(0, str(ROOT / "tools"))
+        from maskrcnn_peer import build_maskrcnn, peer_targets
+
+        model = build_maskrcnn(config.backbone, size, config.detections_per_image).train()
+        inputs = (list(images), peer_targets(targets, torch.device("cpu")))
+    else:
+        model, inputs = build_model(config).train(), (images, targets)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    for _ in range(steps):
+        with autocast_context(torch.device("cpu"), False, name.endswith("bf16")):
+            losses = model(*inputs)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-config", type=Path, default=ROOT / "workflows/configs/s4net_demo_model.yaml")
@@ -51,6 +76,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--peer", action="store_true", help="also time the Mask R-CNN peer's training step")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -68,10 +94,20 @@ def main() -> int:
         model = build_model(config).train()
         models[name] = (model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
 
+    if args.peer:
+        sys.path.insert(0, str(ROOT / "tools"))
+        from maskrcnn_peer import build_maskrcnn, peer_targets
+
+        for precision in ("fp32", "bf16"):
+            torch.manual_seed(0)
+            peer = build_maskrcnn(config.backbone, args.size, config.detections_per_image).train()
+            models[f"maskrcnn {precision}"] = (peer, torch.optim.SGD(peer.parameters(), lr=1e-4, momentum=0.9))
+        peer_inputs = (list(images), peer_targets(targets, device))
+
     def step(name: str) -> None:
         model, optimizer = models[name]
-        with autocast_context(device, False, name == "bf16"):
-            losses = model(images, targets)
+        with autocast_context(device, False, name.endswith("bf16")):
+            losses = model(*peer_inputs) if name.startswith("maskrcnn") else model(images, targets)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizer.step()
@@ -88,10 +124,18 @@ def main() -> int:
         "input": [args.size, args.size],
         "batch": args.batch,
         "runs": [
-            {"precision": name, **t, "images_per_s": args.batch / t["median_s"]} for name, t in times.items()
+            {"precision": name, **t, "images_per_s": args.batch / t["median_s"],
+             **peak_rss_mib(memory_work, name, config, args.size, args.batch, args.threads)}
+            for name, t in times.items()
         ],
+        "memory_note": "peak_rss_mib: a fresh process running 3 training steps of that contender alone",
         "bf16_speedup": times["fp32"]["median_s"] / times["bf16"]["median_s"],
     }
+    if args.peer:
+        report["peer"] = f"torchvision Mask R-CNN {config.backbone}-FPN (tools/maskrcnn_peer.py)"
+        report["maskrcnn_step_over_s4net"] = {
+            precision: times[f"maskrcnn {precision}"]["median_s"] / times[precision]["median_s"] for precision in ("fp32", "bf16")
+        }
     emit(report, args.out)
     return 0
 

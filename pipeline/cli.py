@@ -10,6 +10,7 @@ from typing import Sequence
 from pipeline import __version__
 from s4net.clitools import add_verbosity, command_parser, named_pairs, positive_float, positive_int, run
 from s4net.errors import InputError
+from s4net.io.atomic import read_json
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -50,7 +51,8 @@ def _settings(args: argparse.Namespace):
         score_threshold=args.score_threshold, min_area=args.min_area, mask_threshold=args.mask_threshold,
         min_confidence=args.min_confidence,
     )
-    proxy = ProxyConfig(foreground=args.foreground, background=args.background, border=args.border)
+    proxy = ProxyConfig(foreground=args.foreground, background=args.background, border=args.border,
+                        cam_threshold=args.cam_threshold)
     return ProxyLabelSettings(cue=args.cue, assignment=assignment, proxy=proxy, crf=CRFConfig() if args.crf else None)
 
 
@@ -63,7 +65,7 @@ def _proxy_labels(args: argparse.Namespace) -> int:
         raise InputError(None, str(exc)) from None
     summary = run_proxy_labels(
         args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings, classifier_path=args.classifier,
-        shard=shard, workers=args.workers, batch_size=args.batch_size, device=args.device, overlays=args.overlays,
+        cam_path=args.cam, shard=shard, workers=args.workers, batch_size=args.batch_size, device=args.device, overlays=args.overlays,
         progress=not args.quiet,
     )
     print(
@@ -91,6 +93,23 @@ def _instance_classifier(args: argparse.Namespace) -> int:
     held = report["heldout_accuracy"]
     print(f"instance classifier: {report['instances']} instances of {len(report['classes_seen'])} classes, "
           f"train accuracy {report['train_accuracy']:.3f}, held-out {'n/a' if held is None else f'{held:.3f}'}; wrote {args.out}")
+    return 0
+
+
+def _train_cam(args: argparse.Namespace) -> int:
+    from pipeline.cam import CamConfig, train_cam
+
+    try:
+        config = CamConfig(backbone=args.backbone, size=args.size, iterations=args.iterations, batch_size=args.batch_size,
+                           lr=args.lr, holdout=args.holdout, seed=args.seed)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    path = train_cam(args.images, args.out, args.keywords, config, args.pretrained, args.device, args.checkpoint_every,
+                     progress=not args.quiet)
+    report = read_json(Path(args.out) / "report.json", "CAM training report")
+    accuracy = report["heldout_keyword_accuracy"]
+    print(f"CAM classifier: held-out keyword accuracy {'n/a' if accuracy is None else f'{accuracy:.3f}'} "
+          f"on {report['heldout_images']} images; wrote {path}")
     return 0
 
 
@@ -186,6 +205,8 @@ def _add_cue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--foreground", type=float, default=p.foreground, help="mask probability painting a class")
     parser.add_argument("--background", type=float, default=p.background, help="below this for all instances: background")
     parser.add_argument("--border", type=int, default=p.border, help="ignore band (px) along label boundaries")
+    parser.add_argument("--cam-threshold", type=float, default=p.cam_threshold,
+                        help="cam_saliency: normalised activation a foreground pixel's strongest keyword needs")
 
 
 def _add_images_options(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +220,10 @@ def _add_images_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``wsss`` parser with one sub-parser per command."""
+    from pipeline.cam import CAM_BACKBONES, CamConfig
+    from pipeline.cues import CUES
+
+    c = CamConfig()
     parser, commands = command_parser(
         "wsss", "Weakly-supervised semantic segmentation from S4Net salient-instance cues.", __version__
     )
@@ -245,11 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_images_options(proxy)
     proxy.add_argument("--out", type=Path, required=True, help="output folder")
-    proxy.add_argument("--cue", choices=("instances", "saliency"), default="instances",
-                       help="instances (the method) or saliency (the baseline: one class-agnostic map)")
+    proxy.add_argument("--cue", choices=CUES, default="instances",
+                       help="instances (the method), saliency (the baseline: one class-agnostic map) or cam_saliency "
+                            "(the saliency foreground of multi-keyword images split by class activation maps; needs --cam)")
     proxy.add_argument("--crf", action="store_true", help="refine with a dense CRF (ignore stays ignore)")
     proxy.add_argument("--classifier", type=Path, default=None,
                        help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, trained if missing)")
+    proxy.add_argument("--cam", type=Path, default=None, help="CAM classifier for --cue cam_saliency (wsss train-cam)")
     proxy.add_argument("--shard", default="0/1", help="I/N: label only images whose position modulo N is I")
     proxy.add_argument("--workers", type=positive_int, default=1, help="processes for CRF and writing")
     proxy.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<image>.jpg")
@@ -271,6 +298,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cue_options(classifier)
     add_verbosity(classifier)
     classifier.set_defaults(handler=_instance_classifier)
+
+    cam = commands.add_parser(
+        "train-cam",
+        help="train the CAM classifier of the cam_saliency cue on image keywords alone",
+        description=(
+            "A ResNet with one class activation map per VOC class, trained with a multi-label loss on the keywords "
+            "of --images (no masks, no boxes). Writes OUT/cam.pt, OUT/report.json (held-out keyword accuracy), "
+            "OUT/metrics.jsonl; resumes from OUT/checkpoints/last.pt."
+        ),
+    )
+    cam.add_argument("--images", type=Path, required=True, help="image root (ImageNet layout: train/<wnid>/...)")
+    cam.add_argument("--keywords", type=Path, default=None, help="keyword CSV; default: from the wnid folders")
+    cam.add_argument("--out", type=Path, required=True, help="output folder")
+    cam.add_argument("--backbone", default=c.backbone, choices=CAM_BACKBONES)
+    cam.add_argument("--pretrained", default=None,
+                     help="local ImageNet weights of the backbone (.pth) or 'torchvision' (its cache); default: from scratch")
+    cam.add_argument("--size", type=positive_int, default=c.size, help="square input size (px)")
+    cam.add_argument("--iterations", type=positive_int, default=c.iterations)
+    cam.add_argument("--batch-size", type=positive_int, default=c.batch_size)
+    cam.add_argument("--lr", type=positive_float, default=c.lr)
+    cam.add_argument("--holdout", type=float, default=c.holdout, help="fraction of images held out for accuracy")
+    cam.add_argument("--seed", type=int, default=0)
+    cam.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
+    cam.add_argument("--checkpoint-every", type=int, default=200)
+    add_verbosity(cam)
+    cam.set_defaults(handler=_train_cam)
 
     score = commands.add_parser(
         "score",

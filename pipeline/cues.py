@@ -6,6 +6,9 @@ Two kinds behind one interface (``cue(detections, keywords) -> CueResult``):
   (:mod:`pipeline.keywords`), painted as separate instances.
 * :class:`SaliencyCue` (the baseline): the same instances merged into one
   class-agnostic saliency map, as saliency-map methods give.
+* :class:`CamSaliencyCue` (the paper's "Att + Sal" baseline): that saliency map, with
+  the foreground of multi-keyword images split by the class activation maps of a
+  classifier trained on the image keywords alone (:mod:`pipeline.cam`).
 
 The detections come from :func:`s4net.inference.run_detector` (with ``features=True``
 when the instance cue has multi-keyword images to label).
@@ -18,13 +21,14 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from pipeline.cam import CamNet
 from pipeline.classes import CLASS_INDEX
 from pipeline.instance_classifier import InstanceClassifier
 from pipeline.keywords import LOW_SCORE, AssignmentConfig, assign_keywords, candidate_status, instance_areas
 from pipeline.proxy import ProxyConfig, class_probabilities, instance_labels, saliency_labels
 from s4net.inference import Detections
 
-CUES = ("instances", "saliency")
+CUES = ("instances", "saliency", "cam_saliency")
 
 
 @dataclass(frozen=True)
@@ -102,37 +106,63 @@ class InstanceCue:
 
 
 class SaliencyCue:
-    """The salient instances' union as one class-agnostic saliency map (the baseline)."""
+    """The salient instances' union as one class-agnostic saliency map (the baseline).
+
+    With ``cam`` (the ``cam_saliency`` cue), the foreground of a multi-keyword image is
+    split among its keywords by their class activation maps; single-keyword images are
+    labelled as by the saliency cue alone.
+    """
 
     name = "saliency"
 
-    def __init__(self, assignment: AssignmentConfig, proxy: ProxyConfig) -> None:
+    def __init__(self, assignment: AssignmentConfig, proxy: ProxyConfig, cam: CamNet | None = None) -> None:
         self.assignment = assignment
         self.proxy = proxy
+        self.cam = cam
+        if cam is not None:
+            self.name = "cam_saliency"
 
     def __call__(self, detections: Detections, keywords: Sequence[str]) -> CueResult:
         masks = detections.masks
         areas = instance_areas(masks, self.assignment.mask_threshold)
         status = candidate_status(detections.scores, areas, self.assignment)
         salient = [i for i, s in enumerate(status) if s != LOW_SCORE]
-        labels = saliency_labels(masks[salient], keywords, self.proxy, detections.image.shape[:2])
+        shape = detections.image.shape[:2]
+        split = self.cam is not None and len(keywords) > 1 and bool(salient)
+        maps = self.cam.keyword_maps(detections.image, keywords) if split else None
+        labels = saliency_labels(masks[salient], keywords, self.proxy, shape, maps)
         probs, ids = None, [0]
-        if len(keywords) == 1 and salient:
+        if salient and (len(keywords) == 1 or maps is not None):
             saliency = masks[salient].max(axis=0)
-            probs, ids = np.stack([1.0 - saliency, saliency]).astype(np.float32), [0, CLASS_INDEX[keywords[0]]]
+            if maps is None:
+                planes = [saliency]
+            else:
+                share = maps / np.clip(maps.sum(axis=0, keepdims=True), 1e-6, None)
+                planes = list(saliency[None] * share)
+            probs = np.stack([1.0 - saliency, *planes]).astype(np.float32)
+            ids = [0, *(CLASS_INDEX[k] for k in keywords)]
         named = [keywords[0] if len(keywords) == 1 else None] * len(status)
+        labelled = len(keywords) == 1 or maps is not None
         record = {
             "instances": _instance_records(detections, areas, salient, named, status, [1.0] * len(status)),
-            "kept": len(salient) if len(keywords) == 1 else 0,
-            "rejected": 0 if len(keywords) == 1 else len(salient),
+            "kept": len(salient) if labelled else 0,
+            "rejected": 0 if labelled else len(salient),
         }
+        if maps is not None:
+            record["cam_keywords"] = {k: int(np.count_nonzero(labels == CLASS_INDEX[k])) for k in keywords}
         return CueResult(labels, probs, ids, record)
 
 
-def make_cue(name: str, assignment: AssignmentConfig, proxy: ProxyConfig, classifier: InstanceClassifier | None = None) -> Cue:
-    """The cue called ``name`` (``instances`` or ``saliency``)."""
+def make_cue(name: str, assignment: AssignmentConfig, proxy: ProxyConfig, classifier: InstanceClassifier | None = None,
+             cam: CamNet | None = None) -> Cue:
+    """The cue called ``name``: ``instances`` (needs ``classifier`` for multi-keyword images),
+    ``saliency``, or ``cam_saliency`` (needs ``cam``)."""
     if name == "instances":
         return InstanceCue(assignment, proxy, classifier)
     if name == "saliency":
         return SaliencyCue(assignment, proxy)
+    if name == "cam_saliency":
+        if cam is None:
+            raise ValueError("the cam_saliency cue needs a CAM classifier (wsss train-cam)")
+        return SaliencyCue(assignment, proxy, cam)
     raise ValueError(f"unknown cue {name!r}; expected one of {list(CUES)}")

@@ -5,7 +5,8 @@
   instance.
 * :func:`saliency_labels` (the baseline): the union of the instance masks as one
   class-agnostic saliency map, as saliency-map methods give. It can only name the
-  foreground of a single-keyword image; with several keywords its foreground is ignore.
+  foreground of a single-keyword image; with several keywords its foreground is ignore,
+  unless class activation maps split it (the ``cam_saliency`` cue, "Att + Sal").
 
 Both: background where every salient instance's probability is below
 ``background``; ignore (255) in between, on rejected instances, and on a band of
@@ -30,17 +31,22 @@ class ProxyConfig:
         foreground: mask probability from which a pixel belongs to an instance.
         background: below this for every salient instance, a pixel is background.
         border: width in pixels of the ignore band along label boundaries (0: none).
+        cam_threshold: the normalised class activation a foreground pixel's strongest
+            keyword needs to name it (``cam_saliency`` cue, multi-keyword images).
     """
 
     foreground: float = 0.5
     background: float = 0.2
     border: int = 1
+    cam_threshold: float = 0.3
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.background <= self.foreground <= 1.0:
             raise ValueError(f"ProxyConfig needs 0 <= background <= foreground <= 1, got {self.background}, {self.foreground}")
         if self.border < 0:
             raise ValueError(f"ProxyConfig.border={self.border} must be >= 0")
+        if not 0.0 <= self.cam_threshold <= 1.0:
+            raise ValueError(f"ProxyConfig.cam_threshold={self.cam_threshold} must be in [0, 1]")
 
 
 def border_band(labels: np.ndarray, width: int) -> np.ndarray:
@@ -118,18 +124,31 @@ def instance_labels(
 
 
 def saliency_labels(
-    masks: np.ndarray, image_keywords: Sequence[str], config: ProxyConfig, shape: tuple[int, int] | None = None
+    masks: np.ndarray, image_keywords: Sequence[str], config: ProxyConfig, shape: tuple[int, int] | None = None,
+    keyword_maps: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8[H, W] proxy label from the union of the salient instances as one saliency map (the baseline).
 
     The salient foreground takes the keyword of a single-keyword image; with several
-    keywords a class-agnostic map cannot say which is which, so it stays ignore.
+    keywords a class-agnostic map cannot say which is which, so it stays ignore, unless
+    ``keyword_maps`` (float[len(image_keywords), H, W] in [0, 1], class activation maps)
+    are given: then each foreground pixel takes the keyword whose map is strongest there,
+    where that map reaches ``config.cam_threshold``, and stays ignore elsewhere.
     """
     shape = tuple(masks.shape[-2:]) if len(masks) else shape
     if shape is None:
         raise ValueError("saliency_labels needs shape when there are no instances")
     labels = _background(masks, shape, config)
-    if len(image_keywords) == 1 and len(masks):
-        labels[masks.max(axis=0) >= config.foreground] = CLASS_INDEX[image_keywords[0]]
+    if len(masks):
+        foreground = masks.max(axis=0) >= config.foreground
+        if len(image_keywords) == 1:
+            labels[foreground] = CLASS_INDEX[image_keywords[0]]
+        elif keyword_maps is not None:
+            if keyword_maps.shape != (len(image_keywords), *shape):
+                raise ValueError(f"keyword maps of shape {keyword_maps.shape} for {len(image_keywords)} keywords at {shape}")
+            classes = np.array([CLASS_INDEX[k] for k in image_keywords], dtype=np.uint8)
+            strongest = keyword_maps.argmax(axis=0)
+            named = foreground & (keyword_maps.max(axis=0) >= config.cam_threshold)
+            labels[named] = classes[strongest[named]]
     labels[border_band(labels, config.border)] = IGNORE_INDEX
     return labels

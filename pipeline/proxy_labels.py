@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pipeline.cam import load_cam
 from pipeline.classes import FOREGROUND_CLASSES, IGNORE_INDEX, VOC_CLASSES, voc_palette
 from pipeline.crf import CRFConfig, refine_labels
 from pipeline.cues import CUES, CueResult, make_cue
@@ -234,6 +235,7 @@ def run_proxy_labels(
     settings: ProxyLabelSettings = ProxyLabelSettings(),
     classifier_path: str | os.PathLike | None = None,
     classifier_config: ClassifierConfig = ClassifierConfig(),
+    cam_path: str | os.PathLike | None = None,
     shard: Shard = Shard(),
     workers: int = 1,
     batch_size: int = 8,
@@ -241,12 +243,23 @@ def run_proxy_labels(
     overlays: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write proxy labels for (a shard of) a keyword-tagged image set; returns a summary."""
+    """Write proxy labels for (a shard of) a keyword-tagged image set; returns a summary.
+
+    The ``instances`` cue trains its instance classifier (saved at ``classifier_path``,
+    default ``OUT/instance_classifier.pt``) when there are multi-keyword images and none is
+    saved yet; the ``cam_saliency`` cue needs ``cam_path``, a classifier from ``wsss train-cam``.
+    """
     from s4net.checkpoint import load_checkpoint
 
     out = Path(out)
     subset = ImageNetSubset(images, keywords)
     model = load_checkpoint(checkpoint, map_location=device).for_inference()
+    cam = None
+    if settings.cue == "cam_saliency":
+        if cam_path is None:
+            raise InputError(None, "the cam_saliency cue needs --cam, a CAM classifier trained with `wsss train-cam`")
+        cam, cam_report = load_cam(cam_path, map_location=device)
+        log.info("CAM classifier %s (held-out keyword accuracy %s)", cam_path, cam_report.get("heldout_keyword_accuracy"))
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be readable
     cleared = remove_stale_temporaries(out)
     if cleared:
@@ -263,8 +276,10 @@ def run_proxy_labels(
             classifier, report = fit_instance_classifier(model, subset, settings.assignment, classifier_config, path,
                                                          batch_size, device, progress)
         classifier_sha = file_sha256(path)
+    if cam is not None:
+        classifier_sha = file_sha256(cam_path)
     fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha)
-    cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier)
+    cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam)
     done = read_manifests(out)
     mine = [i for i in range(len(subset)) if i % shard.count == shard.index]
     todo = [i for i in mine if not is_done(done.get(subset.entries[i].image), out, fingerprint)]

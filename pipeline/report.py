@@ -28,7 +28,7 @@ from s4net.io.images import load_rgb
 log = logging.getLogger(__name__)
 
 SOURCE_TITLES = {"instances": "S4Net instances (ours)", "saliency": "saliency (Table-5 baseline)",
-                 "ground_truth": "ground truth (fully supervised)"}
+                 "cam_saliency": "CAM + saliency (Table 5's Att + Sal)", "ground_truth": "ground truth (fully supervised)"}
 STYLE = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
          "th,td{border:1px solid #bbb;padding:4px 10px;text-align:right}th{background:#eee}"
          "td:first-child,th:first-child{text-align:left}p{color:#444;max-width:50em}")

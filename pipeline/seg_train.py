@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,11 @@ from pipeline.seg_data import SeededSegBatches, SegmentationPairs, find_pairs
 from pipeline.segmenter import SegmenterConfig, build_segmenter, normalise, read_segmenter, save_segmenter
 from s4net.io.atomic import write_json
 from s4net.train import (
+    MetricsLog,
     autocast_context,
     deterministic_algorithms,
     newest_readable_state,
+    optimizer_step,
     parameter_groups,
     resolve_device,
     restore_training,
@@ -143,9 +144,9 @@ def _train(cfg: SegTrainConfig, progress: bool) -> Path:
                        iteration=iteration, train=cfg.resume_key())
 
     model.train()
-    total, count, tick = 0.0, 0, time.perf_counter()
     bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train segmenter", unit="it", dynamic_ncols=True)
     metrics = metrics_path.open("a", encoding="utf-8")
+    log_metrics = MetricsLog(metrics, cfg.batch_size, cfg.log_every, cfg.iterations)
     try:
         for iteration, (images, labels) in enumerate(loader, start=start):
             torch.manual_seed(cfg.seed * 1_000_003 + iteration)  # dropout draws: a function of the iteration, so resumes match
@@ -162,21 +163,12 @@ def _train(cfg: SegTrainConfig, progress: bool) -> Path:
                 else:
                     kept = last_path if last_path.exists() else "none yet"
                     raise SegmenterDiverged(f"loss is not finite at iteration {iteration}; last good checkpoint: {kept}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, model, optimizer, scaler)
             done = iteration + 1
-            total, count = total + float(loss.detach()), count + 1
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.iterations:
-                elapsed = time.perf_counter() - tick
-                record = {"iteration": done, "lr": round(cfg.lr * factor, 8), "loss": round(total / count, 5),
-                          "images_per_s": round(count * cfg.batch_size / elapsed, 3)}
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                bar.set_postfix(loss=f"{total / count:.3f}")
-                total, count, tick = 0.0, 0, time.perf_counter()
+            means = log_metrics.add(done, cfg.lr * factor, {"loss": float(loss.detach())})
+            if means is not None:
+                bar.set_postfix(loss=f"{means['loss']:.3f}")
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.iterations:
                 snapshot(done)
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from torch import nn
 from pipeline.classes import NUM_CLASSES
 from s4net.checkpoint import fit_weights
 from s4net.errors import InputError
-from s4net.io.atomic import atomic_write_bytes
+from s4net.io.states import read_state, save_state
 
 ARCHITECTURES = ("deeplabv3plus", "deeplabv3")
 FORMAT = "wsss-segmenter"
@@ -74,25 +73,12 @@ def build_segmenter(config: SegmenterConfig, encoder_weights: str | os.PathLike 
 
 def save_segmenter(path: str | os.PathLike, model: nn.Module, config: SegmenterConfig, **state: Any) -> None:
     """Write config, weights and any extra ``state`` atomically (loads with ``weights_only=True``)."""
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, "config": asdict(config), "model": model.state_dict(), **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_state(path, FORMAT, VERSION, config=asdict(config), model=model.state_dict(), **state)
 
 
 def read_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw contents of a segmenter checkpoint, checked."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise InputError(path, "no such segmenter checkpoint") from None
-    except Exception as exc:
-        raise InputError(path, f"not a readable segmenter checkpoint ({exc.__class__.__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(path, f"not a segmenter checkpoint (expected format {FORMAT!r})")
-    if payload.get("version") != VERSION:
-        raise InputError(path, f"segmenter checkpoint version {payload.get('version')} is not {VERSION}")
-    return payload
+    return read_state(path, FORMAT, VERSION, "segmenter checkpoint", map_location=map_location)
 
 
 def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, SegmenterConfig]:

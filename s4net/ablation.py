@@ -3,7 +3,9 @@
 A study (masking, alpha, backbone) has variants; each variant was trained with several
 seeds and scored by ``s4net evaluate``. :func:`study_table` reduces those metrics files to
 one row per variant, and says whether the ranking of the variants by mAP@0.5 is the
-paper's.
+paper's. A study may also hold peer rows (another method trained on the same data, e.g.
+torchvision Mask R-CNN): they are left out of the ranking, and each is compared with
+the S4Net variant it stands beside, metric by metric.
 """
 
 from __future__ import annotations
@@ -47,16 +49,31 @@ def ranking(rows: Sequence[VariantRow], key: str, source: str) -> list[str]:
     return [v for v, _ in sorted(((v, x) for v, x in values.items() if x is not None), key=lambda item: -item[1])]
 
 
-def study_table(study: str, runs: dict[str, list[dict[str, Any]]], paper: dict[str, dict[str, float | None]]) -> dict:
-    """The study's rows and whether our mAP@0.5 ranking of the variants the paper scored matches the paper's."""
+def peer_comparison(rows: Sequence[VariantRow], peer: str, variant: str) -> dict[str, Any]:
+    """Per metric both has: S4Net's ``variant`` and the ``peer`` row's mean, and whether S4Net's is better."""
+    by_name = {row.variant: row for row in rows}
+    if peer not in by_name or variant not in by_name:
+        raise ValueError(f"peer comparison {peer}={variant}: both must be variants of the study")
+    ours, theirs = by_name[variant].mean, by_name[peer].mean
+    metrics = {key: {"s4net": ours[key], "peer": theirs[key], "s4net_better": ours[key] > theirs[key]}
+               for key in METRICS if key in ours and key in theirs}
+    return {"peer": peer, "variant": variant, "metrics": metrics}
+
+
+def study_table(study: str, runs: dict[str, list[dict[str, Any]]], paper: dict[str, dict[str, float | None]],
+                peers: dict[str, str] | None = None) -> dict:
+    """The study's rows, whether our mAP@0.5 ranking of the variants the paper scored matches the paper's,
+    and each peer (``peers``: peer variant -> the S4Net variant it is compared with) against its S4Net row."""
+    peers = dict(peers or {})
     rows = [variant_row(variant, metrics, paper.get(variant)) for variant, metrics in runs.items()]
-    paper_order = ranking(rows, "mAP50", "paper")
+    paper_order = [v for v in ranking(rows, "mAP50", "paper") if v not in peers]
     ours = [v for v in ranking(rows, "mAP50", "ours") if v in paper_order]
     return {
         "study": study,
         "rows": [row.__dict__ for row in rows],
         "ranking_mAP50": {"ours": ours, "paper": paper_order},
         "ranking_matches": ours == paper_order if len(paper_order) > 1 else None,
+        "peers": [peer_comparison(rows, peer, variant) for peer, variant in peers.items()],
     }
 
 
@@ -77,4 +94,82 @@ def markdown(table: dict) -> str:
     else:
         verdict = (f"Ranking by mAP@0.5: ours {' > '.join(ranks['ours'])}; paper {' > '.join(ranks['paper'])}: "
                    + ("the same order." if table["ranking_matches"] else "not the paper's order."))
-    return "\n".join(lines) + "\n\n" + verdict + "\n"
+    sentences = [verdict] + [_peer_sentence(comparison) for comparison in table.get("peers", [])]
+    return "\n".join(lines) + "\n\n" + "\n\n".join(sentences) + "\n"
+
+
+def _peer_sentence(comparison: dict[str, Any]) -> str:
+    """``S4Net (v) against P: wins on ..., loses on ...`` with both values."""
+    def shown(key: str, value: float) -> str:
+        return f"{value:.1f}" if key == "images_per_s" else f"{100 * value:.1f}"
+
+    parts = {True: [], False: []}
+    for key, item in comparison["metrics"].items():
+        parts[item["s4net_better"]].append(f"{HEADERS[key]} ({shown(key, item['s4net'])} vs {shown(key, item['peer'])})")
+    wins = "wins on " + ", ".join(parts[True]) if parts[True] else "wins on nothing"
+    losses = "loses on " + ", ".join(parts[False]) if parts[False] else "loses on nothing"
+    return f"S4Net ({comparison['variant']}) against {comparison['peer']}: {wins}; {losses}."
+
+
+def variant_value(variant: str) -> float | None:
+    """A Table 2 variant name as a number (``"1/3"`` -> 0.333...), None for other names."""
+    numerator, _, denominator = variant.partition("/")
+    try:
+        return float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def plot(table: dict, path) -> None:
+    """The study as a PNG: alpha vs mAP (Table 2), images/s vs mAP@0.5 (Table 3), or mAP per variant (others).
+
+    Ours as mean with ± std bars, the paper's values beside them where it has them.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from s4net.io.atomic import atomic_path
+
+    rows = table["rows"]
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    if table["study"] == "alpha" and all(variant_value(r["variant"]) is not None for r in rows):
+        rows = sorted(rows, key=lambda r: variant_value(r["variant"]))
+        x = [variant_value(r["variant"]) for r in rows]
+        for key, colour in (("mAP50", "tab:blue"), ("mAP70", "tab:orange")):
+            have = [(xi, r) for xi, r in zip(x, rows) if key in r["mean"]]
+            axes.errorbar([xi for xi, _ in have], [100 * r["mean"][key] for _, r in have],
+                          yerr=[100 * r["std"][key] for _, r in have], marker="o", capsize=3, color=colour,
+                          label=f"{HEADERS[key]} ours")
+            paper = [(xi, r["paper"][key]) for xi, r in zip(x, rows) if r["paper"].get(key) is not None]
+            if paper:
+                axes.plot(*zip(*paper), linestyle="--", marker="s", color=colour, alpha=0.6, label=f"{HEADERS[key]} paper")
+        axes.set_xlabel("ternary ring width alpha")
+        axes.set_ylabel("mask mAP (%)")
+    elif table["study"] == "backbone":
+        for row in rows:
+            if "images_per_s" in row["mean"] and "mAP50" in row["mean"]:
+                axes.errorbar(row["mean"]["images_per_s"], 100 * row["mean"]["mAP50"], yerr=100 * row["std"]["mAP50"],
+                              xerr=row["std"]["images_per_s"], marker="o", capsize=3)
+                axes.annotate(row["variant"], (row["mean"]["images_per_s"], 100 * row["mean"]["mAP50"]),
+                              textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axes.set_xlabel("images/s (this machine, s4net evaluate)")
+        axes.set_ylabel("mask mAP@0.5 (%)")
+    else:
+        keys = [k for k in ("mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded") if any(k in r["mean"] for r in rows)]
+        width = 0.8 / max(len(keys), 1)
+        for slot, key in enumerate(keys):
+            axes.bar([i + slot * width for i in range(len(rows))], [100 * r["mean"].get(key, 0.0) for r in rows], width,
+                     yerr=[100 * r["std"].get(key, 0.0) for r in rows], capsize=2, label=HEADERS[key])
+        axes.set_xticks([i + width * (len(keys) - 1) / 2 for i in range(len(rows))], [r["variant"] for r in rows],
+                        rotation=20, fontsize=8)
+        axes.set_ylabel("mask mAP (%)")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
+    axes.set_title(f"{table['study']} study: mean ± std over seeds")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+    plt.close(figure)

@@ -187,7 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _ablation_table(args: argparse.Namespace) -> int:
     import yaml
 
-    from s4net.ablation import markdown, study_table
+    from s4net.ablation import markdown, plot, study_table
     from s4net.io.atomic import atomic_write_text, read_json, write_json
 
     runs: dict[str, list[dict]] = {}
@@ -199,11 +199,17 @@ def _ablation_table(args: argparse.Namespace) -> int:
             paper = (yaml.safe_load(args.paper.read_text()) or {}).get(args.study, {})
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(args.paper, f"not a readable paper-numbers YAML ({exc.__class__.__name__})") from None
-    table = study_table(args.study, runs, {str(k): v for k, v in paper.items()})
+    peers = dict(named_pairs(args.peers, "--peers", "PEER=VARIANT"))
+    try:
+        table = study_table(args.study, runs, {str(k): v for k, v in paper.items()}, peers)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
     write_json(args.out, table, indent=2)
     text = markdown(table)
     if args.markdown is not None:
         atomic_write_text(args.markdown, text)
+    if args.plot is not None:
+        plot(table, args.plot)
     print(text, end="")
     return 0
 
@@ -336,8 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--runs", nargs="+", required=True, metavar="VARIANT=METRICS_JSON",
                        help="one per trained seed; repeat a variant for each of its seeds")
     table.add_argument("--paper", type=Path, help="YAML: study -> variant -> metric -> the paper's value")
+    table.add_argument("--peers", nargs="*", default=[], metavar="PEER=VARIANT",
+                       help="variants that are another method (e.g. Mask R-CNN), each compared with an S4Net variant "
+                            "and left out of the ranking")
     table.add_argument("--out", type=Path, required=True, help="table JSON to write")
     table.add_argument("--markdown", type=Path, help="also write the Markdown table here")
+    table.add_argument("--plot", type=Path, help="also draw the study as a PNG (alpha vs mAP, speed vs mAP, or bars)")
     add_verbosity(table)
     table.set_defaults(handler=_ablation_table)
 

@@ -131,6 +131,50 @@ class TrainConfig:
         return json_ready({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
 
 
+class MetricsLog:
+    """One JSON line per ``log_every`` iterations (and at the last): lr, mean losses since the last line, images/s.
+
+    ``losses`` of each step are named parts (``loss_mask``, ...) whose sum is ``loss``;
+    a single part called ``loss`` is logged once. Returns the means when a line was written.
+    """
+
+    def __init__(self, handle: Any, batch_size: int, log_every: int, iterations: int) -> None:
+        self.handle, self.batch_size, self.log_every, self.iterations = handle, batch_size, log_every, iterations
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.tick = time.perf_counter()
+
+    def add(self, done: int, lr: float, losses: dict[str, float]) -> dict[str, float] | None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.count += 1
+        if done % self.log_every and done != self.iterations:
+            return None
+        elapsed = time.perf_counter() - self.tick
+        means = {name: total / self.count for name, total in self.sums.items()}
+        record: dict[str, Any] = {"iteration": done, "lr": round(lr, 8)}
+        if list(means) != ["loss"]:
+            record.update({name: round(value, 5) for name, value in means.items()})
+        record["loss"] = round(sum(means.values()), 5)
+        record["images_per_s"] = round(self.count * self.batch_size / elapsed, 3)
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        self.sums, self.count, self.tick = {}, 0, time.perf_counter()
+        return means
+
+
+def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, grad_clip: float | None = None) -> None:
+    """Backward through ``loss``, clip the gradient norm to ``grad_clip`` (None: no clipping), step and update the scaler."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def learning_rate_factor(iteration: int, cfg: TrainConfig) -> float:
     """Multiplier of the base lr at an iteration: warm-up, then one ``gamma`` per passed step."""
     factor = cfg.gamma ** sum(iteration >= s for s in cfg.lr_steps)
@@ -327,11 +371,9 @@ def _train(cfg: TrainConfig, progress: bool) -> Path:
             prune_snapshots(checkpoints, cfg.keep_snapshots)
 
     model.train()
-    sums: dict[str, float] = {}
-    count = 0
-    tick = time.perf_counter()
     bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train s4net", unit="it", dynamic_ncols=True)
     metrics = metrics_path.open("a", encoding="utf-8")
+    log_metrics = MetricsLog(metrics, cfg.batch_size, cfg.log_every, cfg.iterations)
     try:
         for iteration, (images, targets) in enumerate(loader, start=start):
             factor = learning_rate_factor(iteration, cfg)
@@ -346,28 +388,12 @@ def _train(cfg: TrainConfig, progress: bool) -> Path:
                 parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
                 kept = last_path if last_path.exists() else "none (no checkpoint was written yet)"
                 raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({parts}); last good checkpoint: {kept}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
             done = iteration + 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            count += 1
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.iterations:
-                elapsed = time.perf_counter() - tick
-                record = {"iteration": done, "lr": cfg.lr * factor}
-                record.update({k: round(v / count, 5) for k, v in sums.items()})
-                record["loss"] = round(sum(sums.values()) / count, 5)
-                record["images_per_s"] = round(count * cfg.batch_size / elapsed, 3)
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                bar.set_postfix({k.removeprefix("loss_"): f"{v / count:.3f}" for k, v in sums.items()})
-                sums, count, tick = {}, 0, time.perf_counter()
+            means = log_metrics.add(done, cfg.lr * factor, {k: float(v.detach()) for k, v in losses.items()})
+            if means is not None:
+                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in means.items()})
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.iterations:
                 snapshot(done)
     finally:

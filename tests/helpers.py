@@ -40,3 +40,9 @@ def random_s4net_checkpoint(path: Path) -> Path:
         model.branch.logits.weight.normal_(0, 0.05)
     save_checkpoint(path, model)
     return path
+
+
+def hold_mib(mib: int) -> None:
+    """Allocate and touch ``mib`` MiB (a module-level function, so a spawned process can run it)."""
+    block = np.ones(mib * 1024 * 1024 // 8)
+    block.sum()

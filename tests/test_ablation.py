@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from s4net.ablation import markdown, study_table
+from s4net.ablation import markdown, plot, study_table, variant_value
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -38,6 +38,37 @@ def test_rows_are_mean_and_sample_std_over_seeds_and_the_ranking_is_compared() -
     assert flipped["ranking_matches"] is False and "not the paper's order" in markdown(flipped)
 
 
+def test_a_peer_is_compared_with_its_s4net_variant_and_kept_out_of_the_ranking() -> None:
+    runs = {"binary": [metrics(0.80, 0.50)], "ternary": [metrics(0.90, 0.60, speed=20.0)],
+            "Mask R-CNN": [metrics(0.95, 0.55, speed=5.0)]}
+    paper = {"binary": {"mAP50": 85.5}, "ternary": {"mAP50": 86.7}, "Mask R-CNN": {"mAP50": 99.0}}
+    table = study_table("masking", runs, paper, peers={"Mask R-CNN": "ternary"})
+    assert table["ranking_mAP50"]["paper"] == ["ternary", "binary"] and table["ranking_matches"] is True
+    (comparison,) = table["peers"]
+    assert comparison["metrics"]["mAP50"] == {"s4net": 0.90, "peer": 0.95, "s4net_better": False}
+    assert comparison["metrics"]["mAP70"]["s4net_better"] and comparison["metrics"]["images_per_s"]["s4net_better"]
+    text = markdown(table)
+    assert ("S4Net (ternary) against Mask R-CNN: wins on mAP@0.7 (60.0 vs 55.0), mAP_O@0.7 (50.0 vs 45.0), "
+            "images/s (20.0 vs 5.0); loses on mAP@0.5 (90.0 vs 95.0), mAP_O@0.5 (80.0 vs 85.0).") in text
+    with pytest.raises(ValueError, match="both must be variants"):
+        study_table("masking", runs, paper, peers={"Mask R-CNN": "roialign"})
+
+
+@pytest.mark.parametrize("study, variants", [("alpha", ["1/3", "0", "1"]), ("backbone", ["resnet50", "vgg16"]),
+                                             ("masking", ["binary", "ternary"])])
+def test_each_study_draws_a_png(tmp_path: Path, study: str, variants: list[str]) -> None:
+    from PIL import Image
+
+    runs = {v: [metrics(0.8 + 0.01 * i, 0.5), metrics(0.82 + 0.01 * i, 0.52)] for i, v in enumerate(variants)}
+    table = study_table(study, runs, {variants[0]: {"mAP50": 86.7, "mAP70": 63.6}})
+    plot(table, tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.format == "PNG" and image.size[0] > 400
+        colours = image.convert("RGB").getcolors(1 << 20)
+    assert len(colours) > 20  # something was drawn, not a blank canvas
+    assert variant_value("2/3") == pytest.approx(2 / 3) and variant_value("vgg16") is None
+
+
 def test_cli_reads_runs_and_the_paper_file(tmp_path: Path) -> None:
     paths = []
     for variant, value in (("0", 0.7), ("1/3", 0.8), ("1/3", 0.9)):
@@ -46,11 +77,13 @@ def test_cli_reads_runs_and_the_paper_file(tmp_path: Path) -> None:
         paths.append(f"{variant}={path}")
     result = subprocess.run([str(BIN / "s4net"), "ablation-table", "--study", "alpha", "--runs", *paths, "--paper",
                              str(REPO / "workflows" / "configs" / "paper_tables.yaml"), "--out", str(tmp_path / "t.json"),
-                             "--markdown", str(tmp_path / "t.md")], capture_output=True, text=True)
+                             "--markdown", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "t.json").read_text())
     assert [r["seeds"] for r in table["rows"]] == [1, 2] and table["ranking_matches"] is True
     assert "| 1/3 | 2 | 85.0 ± 7.1 |" in (tmp_path / "t.md").read_text()
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([str(BIN / "s4net"), "ablation-table", "--study", "alpha", "--runs", "0",
                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected VARIANT=METRICS_JSON" in bad.stderr
@@ -66,6 +99,8 @@ def test_experiments_target_plans_each_distinct_run_once(tmp_path: Path) -> None
     # 5 maskings + 6 alphas + 4 backbones = 15 variants, 13 distinct runs (ternary, 1/3, resnet50 are one), x 3 seeds
     assert counts["experiment_train"] == "39" and counts["experiment_evaluate"] == "39"
     assert counts["experiment_table"] == "3"
+    # Mask R-CNN peers: resnet50 (Table 1's and Table 3's, one run) and resnet101 (Table 3), x 3 seeds
+    assert counts["experiment_peer_train"] == "6" and counts["experiment_peer_evaluate"] == "6"
 
 
 TINY = """\
@@ -98,10 +133,13 @@ def test_tiny_experiments_run_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     masking = json.loads((tmp_path / "out" / "experiments" / "masking.json").read_text())
     alpha = json.loads((tmp_path / "out" / "experiments" / "alpha.json").read_text())
-    assert [r["seeds"] for r in masking["rows"]] == [2, 2]
+    assert [(r["variant"], r["seeds"]) for r in masking["rows"]] == [("binary", 2), ("ternary", 2), ("Mask R-CNN", 2)]
+    assert masking["peers"][0]["peer"] == "Mask R-CNN" and masking["peers"][0]["variant"] == "ternary"
+    assert "S4Net (ternary) against Mask R-CNN" in (tmp_path / "out" / "experiments" / "masking.md").read_text()
     ternary = next(r for r in masking["rows"] if r["variant"] == "ternary")
     third = next(r for r in alpha["rows"] if r["variant"] == "1/3")
     assert ternary["mean"] == third["mean"]  # one shared run
     assert "Ranking by mAP@0.5" in (tmp_path / "out" / "experiments" / "alpha.md").read_text()
+    assert (tmp_path / "out" / "experiments" / "alpha.png").stat().st_size > 1000
     assert not (tmp_path / "out" / "experiments" / "backbone.md").exists()  # an empty study is skipped
     assert len(list((tmp_path / "out" / "experiments" / "gradient_maps").glob("*.png"))) == 8  # Fig. 6, binary vs ternary

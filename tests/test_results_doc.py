@@ -41,3 +41,19 @@ def test_results_doc_numbers_match_the_committed_bench_json() -> None:
     proxy = json.loads((REPO / "bench" / "results" / "proxy_labels_cpu.json").read_text())["runs"]
     for run in proxy[:3]:
         assert f"| {run['images_per_s']:.1f} | {run['peak_rss_mib']:.0f} |" in text, run["mode"]
+
+
+def test_results_doc_peer_rows_match_the_committed_bench_json() -> None:
+    """The Mask R-CNN peer rows (accuracy at the same budget, training step) quote the JSON their commands wrote."""
+    import json
+
+    text = (REPO / "docs" / "RESULTS.md").read_text()
+    peer = json.loads((REPO / "bench" / "results" / "peer_accuracy_cpu.json").read_text())
+    for run in peer["runs"].values():
+        cells = [f"{100 * run[k]:.1f}" for k in ("mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded")]
+        assert "| " + " | ".join(cells) + f" | {run['images_per_s']:.1f} |" in text, run
+    step = json.loads((REPO / "bench" / "results" / "train_step_cpu.json").read_text())
+    times = {run["precision"]: run["median_s"] for run in step["runs"]}
+    assert f"| {times['fp32']:.3f} | {times['bf16']:.3f} |" in text
+    assert f"| {times['maskrcnn fp32']:.2f} | {times['maskrcnn bf16']:.2f} |" in text
+    assert "PEER_" not in text and "STEP_ROWS" not in text

@@ -49,7 +49,8 @@ def placeholder_data(root: Path) -> Path:
                  "salient_images": str(root / "ilso/images"), "imagenet": str(root / "imagenet"),
                  "voc_root": str(root / "VOC2012")},
         "s4net": {"pretrained": str(root / "weights/r50.pth")},
-        "wsss": {"segmenter": {"encoder_weights": str(root / "weights/r101.pth")}},
+        "wsss": {"segmenter": {"encoder_weights": str(root / "weights/r101.pth")},
+                 "cam": {"pretrained": str(root / "weights/r50.pth")}},
     }))
     return config
 
@@ -58,9 +59,11 @@ def test_demo_config_plans_every_rule(tmp_path: Path) -> None:
     result = snakemake("--dry-run", "--cores", "1", "--configfile", str(DEMO), "--config", f"results={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr
     jobs = planned_jobs(result.stdout + result.stderr)
-    assert {"demo_data", "train_s4net", "evaluate_s4net", "instance_classifier", "proxy_labels", "gather_proxy_labels",
-            "score_proxy_labels", "train_segmenter", "evaluate_segmenter", "report", "provenance"} <= set(jobs)
-    assert len(jobs["proxy_labels"]) == 4 and len(jobs["train_segmenter"]) == 3  # 2 cues x 2 shards; 3 label sources
+    assert {"demo_data", "train_s4net", "evaluate_s4net", "instance_classifier", "train_cam", "proxy_labels",
+            "gather_proxy_labels", "score_proxy_labels", "train_segmenter", "evaluate_segmenter", "report",
+            "provenance"} <= set(jobs)
+    assert len(jobs["proxy_labels"]) == 6 and len(jobs["train_segmenter"]) == 4  # 3 cues x 2 shards; 4 label sources
+    assert all(f"cue=cam_saliency, shard={i}" in result.stdout + result.stderr for i in (0, 1))
 
 
 def test_full_config_plans_the_paper_dag_on_placeholder_paths(tmp_path: Path) -> None:
@@ -70,10 +73,12 @@ def test_full_config_plans_the_paper_dag_on_placeholder_paths(tmp_path: Path) ->
     output = result.stdout + result.stderr
     jobs = planned_jobs(output)
     assert "demo_data" not in jobs and "score_proxy_labels" not in jobs  # real data: no generator, no proxy ground truth
-    assert len(jobs["imagenet_keywords"]) == 1 and len(jobs["proxy_labels"]) == 32  # keywords from wnids; 2 cues x 16
-    for rule in ("train_s4net", "proxy_labels", "train_segmenter"):
+    assert len(jobs["imagenet_keywords"]) == 1 and len(jobs["proxy_labels"]) == 48  # keywords from wnids; 3 cues x 16
+    for rule in ("train_s4net", "train_cam", "proxy_labels", "train_segmenter"):
         assert all("gpu=1" in line for line in jobs[rule]), rule
-    assert "--backbone" not in output and "s4net_r50_model.yaml" in output and "--pretrained" in output
+    s4net_train = [line for line in output.splitlines() if "s4net train " in line]
+    assert s4net_train and not any("--backbone" in line for line in s4net_train)  # the model config decides it
+    assert "s4net_r50_model.yaml" in output and "--pretrained" in output
     assert "--encoder resnet101" in output and "--arch deeplabv3 " in output
     reference = [line for line in output.splitlines() if "train-segmenter" in line and "ground_truth" in line][0]
     assert "VOC2012/SegmentationClass" in reference and "ImageSets/Segmentation/train.txt" in reference

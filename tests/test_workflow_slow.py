@@ -20,6 +20,7 @@ wsss:
   shards: SHARDS
   score_threshold: 0.0
   segmenter: {iterations: 4, batch_size: 2, crop: 48}
+  cam: {size: 32, iterations: 2, batch_size: 2}
 """
 
 
@@ -47,21 +48,21 @@ def test_tiny_dag_runs_end_to_end_and_shards_gather_to_the_unsharded_labels(tmp_
     for shards in (1, 2):  # one shard names its files without a shard part
         out, command, env = run_tiny_dag(tmp_path, shards)
         outputs[shards] = out
-        for source in ("instances", "saliency", "ground_truth"):
+        for source in ("instances", "saliency", "cam_saliency", "ground_truth"):
             metrics = json.loads((out / "segmenter" / source / "val_metrics.json").read_text())
             assert metrics["images"] == 16 and 0.0 <= metrics["mIoU"] <= 1.0
         keywords = (out / "data" / "imagenet" / "keywords.csv").read_text().splitlines()[1:]
-        for cue in ("instances", "saliency"):
+        for cue in ("instances", "saliency", "cam_saliency"):
             assert sorted(label_checksums(out, cue)) == sorted(line.split(",")[0] for line in keywords)
             assert json.loads((out / "proxy" / cue / "scores.json").read_text())["images"] == 40
         summary = json.loads((out / "report" / "summary.json").read_text())
-        assert set(summary["segmenters"]) == {"instances", "saliency", "ground_truth"}
+        assert set(summary["segmenters"]) == {"instances", "saliency", "cam_saliency", "ground_truth"}
         assert {"proxy_overlays.png", "prediction_overlays.png", "runtimes.png"} <= set(summary["files"])
         assert (out / "provenance" / "pip_freeze.txt").read_text().strip()
         assert len(list((out / "benchmarks").glob("*.tsv"))) >= 10
         again = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, cwd=REPO, env=env)
         assert "Nothing to be done" in again.stdout + again.stderr  # a rerun redoes nothing
-    for cue in ("instances", "saliency"):
+    for cue in ("instances", "saliency", "cam_saliency"):
         assert label_checksums(outputs[1], cue) == label_checksums(outputs[2], cue)
     report = tmp_path / "report.html"
     made = subprocess.run(command + ["--report", str(report)], capture_output=True, text=True, cwd=REPO, env=env)

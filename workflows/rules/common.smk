@@ -42,6 +42,7 @@ SHARDS = WSSS["shards"]
 # how `wsss proxy-labels --shard I/N` names its manifest and summary (pipeline.proxy_labels.Shard.suffix)
 SHARD_SUFFIX = f".shard-{{shard}}-of-{SHARDS}" if SHARDS > 1 else ""
 CUES = list(WSSS["cues"])
+CUE_PATTERN = "instances|saliency|cam_saliency"  # every cue `wsss proxy-labels --cue` knows
 SOURCES = list(WSSS["cues"]) + (["ground_truth"] if WSSS["reference"] else [])
 
 
@@ -96,6 +97,14 @@ def shard_files(kind, extension, cue):
     return sorted(set(expand(pattern, cue=cue, shard=range(SHARDS))))
 
 
+def cue_models(wildcards):
+    """The models a cue's proxy-label jobs read besides S4Net: the instance classifier, and the CAM classifier."""
+    models = {"classifier": rules.instance_classifier.output.classifier}
+    if wildcards.cue == "cam_saliency":
+        models["cam"] = rules.train_cam.output.cam
+    return models
+
+
 def segmenter_labels(wildcards):
     """The files a segmenter's labels depend on: a cue's gathered manifest, or the reference's data."""
     if wildcards.source == "ground_truth":
@@ -140,7 +149,23 @@ def run_flags(masking, alpha, backbone):
     return f"--masking {masking} --alpha {value!r} --backbone {backbone}"
 
 
+PEER_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")  # what tools/maskrcnn_peer.py builds
+
+
+def study_peers(study):
+    """{peer variant name: (its backbone, the S4Net variant it is compared with)} of a study."""
+    if not EXPERIMENTS["peer"]:
+        return {}
+    if study == "masking" and "ternary" in STUDIES["masking"] and BASE["backbone"] in PEER_BACKBONES:
+        return {"Mask R-CNN": (BASE["backbone"], "ternary")}
+    if study == "backbone":
+        return {f"Mask R-CNN {b}": (b, b) for b in STUDIES["backbone"] if b in PEER_BACKBONES}
+    return {}
+
+
 def study_runs(study):
-    """Every (variant, seed) metrics file of a study, in config order."""
-    return [(variant, f"{run_folder(study, variant, seed)}/test_metrics.json")
+    """Every (variant, seed) metrics file of a study, in config order; its Mask R-CNN peers last."""
+    runs = [(variant, f"{run_folder(study, variant, seed)}/test_metrics.json")
             for variant in STUDIES[study] for seed in EXPERIMENTS["seeds"]]
+    return runs + [(name, f"{EXPERIMENT_DIR}/peers/maskrcnn-{backbone}/seed{seed}/test_metrics.json")
+                   for name, (backbone, _) in study_peers(study).items() for seed in EXPERIMENTS["seeds"]]

@@ -91,6 +91,67 @@ rule experiment_evaluate:
         "--images {params.salient:q}/images --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"
 
 
+rule experiment_peer_train:
+    """torchvision Mask R-CNN with one backbone and one seed, trained as the S4Net runs are (tools/maskrcnn_peer.py)."""
+    input:
+        world=rules.experiment_world.output.world,
+    output:
+        checkpoint=f"{EXPERIMENT_DIR}/peers/maskrcnn-{{backbone}}/seed{{seed}}/model_final.pt",
+    benchmark:
+        f"{RESULTS}/benchmarks/experiment_peer_train_{{backbone}}_seed{{seed}}.tsv"
+    log:
+        f"{RESULTS}/logs/experiment_peer_train_{{backbone}}_seed{{seed}}.log",
+    wildcard_constraints:
+        backbone="resnet[0-9]+",
+        seed=r"\d+",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        salient=lambda wildcards, input: f"{os.path.dirname(input.world)}/salient",
+        size=EXPERIMENTS["size"],
+        iterations=EXPERIMENTS["iterations"],
+        batch_size=EXPERIMENTS["batch_size"],
+        lr=EXPERIMENTS["lr"],
+        lr_steps=" ".join(str(step) for step in EXPERIMENTS["lr_steps"]),
+        warmup=EXPERIMENTS["warmup"],
+        cpu_bf16=EXPERIMENTS["cpu_bf16"],
+        device=DEVICE,
+    threads: JOBS["experiment_train"]["threads"]
+    resources:
+        mem_mb=JOBS["experiment_train"]["mem_mb"],
+        runtime=JOBS["experiment_train"]["runtime"],
+        gpu=GPUS,
+    shell:
+        "python tools/maskrcnn_peer.py train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
+        "--out {params.out:q} --backbone {wildcards.backbone} --size {params.size} --iterations {params.iterations} "
+        "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
+        "--grad-clip 5.0 --cpu-bf16 {params.cpu_bf16} --seed {wildcards.seed} --device {params.device} --quiet > {log:q} 2>&1"
+
+
+rule experiment_peer_evaluate:
+    """Mask mAP and images/s of one Mask R-CNN peer on the world's salient test set (s4net evaluate's scoring)."""
+    input:
+        checkpoint=rules.experiment_peer_train.output.checkpoint,
+        world=rules.experiment_world.output.world,
+    output:
+        metrics=f"{EXPERIMENT_DIR}/peers/maskrcnn-{{backbone}}/seed{{seed}}/test_metrics.json",
+    log:
+        f"{RESULTS}/logs/experiment_peer_evaluate_{{backbone}}_seed{{seed}}.log",
+    wildcard_constraints:
+        backbone="resnet[0-9]+",
+        seed=r"\d+",
+    params:
+        salient=lambda wildcards, input: f"{os.path.dirname(input.world)}/salient",
+        device=DEVICE,
+    threads: JOBS["evaluate_s4net"]["threads"]
+    resources:
+        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
+        runtime=JOBS["evaluate_s4net"]["runtime"],
+        gpu=GPUS,
+    shell:
+        "python tools/maskrcnn_peer.py evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
+        "--images {params.salient:q}/images --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"
+
+
 rule experiment_table:
     """One study's table: mean ± std over seeds per variant, the paper's numbers beside them."""
     input:
@@ -99,19 +160,22 @@ rule experiment_table:
     output:
         table=f"{EXPERIMENT_DIR}/{{study}}.json",
         markdown=f"{EXPERIMENT_DIR}/{{study}}.md",
+        plot=f"{EXPERIMENT_DIR}/{{study}}.png",
     log:
         f"{RESULTS}/logs/experiment_table_{{study}}.log",
     wildcard_constraints:
         study="masking|alpha|backbone",
     params:
         runs=lambda wildcards: " ".join(shlex.quote(f"{variant}={path}") for variant, path in study_runs(wildcards.study)),
+        peers=lambda wildcards: " ".join(shlex.quote(f"{name}={variant}")
+                                         for name, (_, variant) in study_peers(wildcards.study).items()),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     shell:
-        "s4net ablation-table --study {wildcards.study} --runs {params.runs} --paper {input.paper:q} "
-        "--out {output.table:q} --markdown {output.markdown:q} > {log:q} 2>&1"
+        "s4net ablation-table --study {wildcards.study} --runs {params.runs} --peers {params.peers} --paper {input.paper:q} "
+        "--out {output.table:q} --markdown {output.markdown:q} --plot {output.plot:q} > {log:q} 2>&1"
 
 
 rule experiment_gradients:

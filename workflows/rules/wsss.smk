@@ -31,12 +31,43 @@ rule instance_classifier:
         "--score-threshold {params.score_threshold} --device {params.device} --quiet > {log:q} 2>&1"
 
 
+rule train_cam:
+    """The keyword classifier whose class activation maps split the saliency foreground (cue cam_saliency)."""
+    input:
+        data_input("imagenet", "keywords"),
+        **({"pretrained": WSSS["cam"]["pretrained"]} if WSSS["cam"]["pretrained"] else {}),
+    output:
+        cam=f"{RESULTS}/proxy/cam_classifier/cam.pt",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_cam.tsv"
+    log:
+        f"{RESULTS}/logs/train_cam.log",
+    params:
+        images=DATA["imagenet"],
+        keywords=DATA["keywords"],
+        out=lambda wildcards, output: os.path.dirname(output.cam),
+        pretrained=optional_flag("--pretrained", WSSS["cam"]["pretrained"]),
+        seed=SEED,
+        device=DEVICE,
+        **{key: value for key, value in WSSS["cam"].items() if key not in ("pretrained", "threshold")},
+    threads: JOBS["train_cam"]["threads"]
+    resources:
+        mem_mb=JOBS["train_cam"]["mem_mb"],
+        runtime=JOBS["train_cam"]["runtime"],
+        gpu=GPUS,
+    shell:
+        "wsss train-cam --images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} "
+        "--backbone {params.backbone} {params.pretrained} --size {params.size} --iterations {params.iterations} "
+        "--batch-size {params.batch_size} --lr {params.lr} --seed {params.seed} --device {params.device} "
+        "--quiet > {log:q} 2>&1"
+
+
 rule proxy_labels:
     """One shard of the proxy labels of one cue (resumable; see `wsss proxy-labels`)."""
     input:
         data_input("imagenet", "keywords"),
+        unpack(cue_models),
         checkpoint=rules.train_s4net.output.checkpoint,
-        classifier=rules.instance_classifier.output.classifier,
     output:
         # written last; the shard's manifest is not an output, so a rerun after a kill resumes from it
         summary=f"{RESULTS}/proxy/{{cue}}/summary{SHARD_SUFFIX}.json",
@@ -45,7 +76,7 @@ rule proxy_labels:
     log:
         f"{RESULTS}/logs/proxy_labels_{{cue}}{SHARD_SUFFIX}.log",
     wildcard_constraints:
-        cue="instances|saliency",
+        cue=CUE_PATTERN,
         shard=r"\d+",
     params:
         images=DATA["imagenet"],
@@ -53,6 +84,8 @@ rule proxy_labels:
         out=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}",
         shard=lambda wildcards: f"{getattr(wildcards, 'shard', 0)}/{SHARDS}",
         crf="--crf" if WSSS["crf"] else "",
+        cam=lambda wildcards, input: f"--cam {shlex.quote(input.cam)} --cam-threshold {WSSS['cam']['threshold']}"
+        if wildcards.cue == "cam_saliency" else "",
         score_threshold=WSSS["score_threshold"],
         device=DEVICE,
     threads: JOBS["proxy_labels"]["threads"]
@@ -63,7 +96,7 @@ rule proxy_labels:
     shell:
         "wsss proxy-labels --checkpoint {input.checkpoint:q} --classifier {input.classifier:q} "
         "--images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} --cue {wildcards.cue} "
-        "--shard {params.shard} --workers {threads} {params.crf} "
+        "--shard {params.shard} --workers {threads} {params.crf} {params.cam} "
         "--score-threshold {params.score_threshold} --device {params.device} --quiet > {log:q} 2>&1"
 
 
@@ -74,7 +107,7 @@ rule gather_proxy_labels:
     output:
         manifest=f"{RESULTS}/proxy/{{cue}}/manifest.gathered.jsonl",
     wildcard_constraints:
-        cue="instances|saliency",
+        cue=CUE_PATTERN,
     log:
         f"{RESULTS}/logs/gather_proxy_labels_{{cue}}.log",
     params:
@@ -95,7 +128,7 @@ rule train_segmenter:
     log:
         f"{RESULTS}/logs/train_segmenter_{{source}}.log",
     wildcard_constraints:
-        source="instances|saliency|ground_truth",
+        source=f"{CUE_PATTERN}|ground_truth",
     params:
         data=lambda wildcards: segmenter_data(wildcards.source),
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
@@ -129,7 +162,7 @@ rule evaluate_segmenter:
     log:
         f"{RESULTS}/logs/evaluate_segmenter_{{source}}.log",
     wildcard_constraints:
-        source="instances|saliency|ground_truth",
+        source=f"{CUE_PATTERN}|ground_truth",
     params:
         voc=DATA["voc_root"],
         split=DATA["val_split"],
@@ -155,7 +188,7 @@ rule score_proxy_labels:
     log:
         f"{RESULTS}/logs/score_proxy_labels_{{cue}}.log",
     wildcard_constraints:
-        cue="instances|saliency",
+        cue=CUE_PATTERN,
     params:
         labels=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}/labels",
         gt=DATA["proxy_gt"],

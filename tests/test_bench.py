@@ -1,0 +1,32 @@
+"""The benchmark helpers and scripts run and report what they say (not their speed: that is bench/'s job)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def test_peak_memory_is_that_of_the_work_in_a_fresh_process() -> None:
+    from helpers import hold_mib
+    from memory import peak_rss_mib
+
+    small, large = peak_rss_mib(hold_mib, 10), peak_rss_mib(hold_mib, 300)
+    assert large["work_rss_mib"] >= 250 and small["work_rss_mib"] < 100
+    assert large["peak_rss_mib"] >= large["start_rss_mib"] + 250
+
+
+def test_train_step_bench_times_s4net_and_its_peer(tmp_path: Path) -> None:
+    out = tmp_path / "step.json"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "train_step.py"), "--size", "64", "--batch", "2",
+                             "--repeats", "1", "--warmup", "0", "--threads", "1", "--peer", "--out", str(out)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [run["precision"] for run in report["runs"]] == ["fp32", "bf16", "maskrcnn fp32", "maskrcnn bf16"]
+    assert all(run["median_s"] > 0 and run["peak_rss_mib"] > run["start_rss_mib"] > 0 for run in report["runs"])
+    assert set(report["maskrcnn_step_over_s4net"]) == {"fp32", "bf16"}
