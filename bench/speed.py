@@ -149,6 +149,14 @@ def branch_sweep(size: int, counts: list[int], warmup: int, repeats: int, device
     return runs
 
 
+def maskrcnn_model(size: int, device: torch.device) -> torch.nn.Module:
+    """torchvision's Mask R-CNN R50-FPN (random weights, eval), forced to 20 detections at ``size``."""
+    return torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=2, box_score_thresh=0.0, box_detections_per_img=20,
+        min_size=size, max_size=size,
+    ).eval().to(device)
+
+
 def memory_work(name: str, size: int, threads: int, repeats: int = 3) -> None:
     """``repeats`` batch-1 float32 forwards of one main contender on the CPU, for its peak memory."""
     torch.set_num_threads(threads)
@@ -159,9 +167,7 @@ def memory_work(name: str, size: int, threads: int, repeats: int = 3) -> None:
             net = torchvision.models.resnet50(weights=None).eval()
             run = lambda: net(images)  # noqa: E731
         elif name == "torchvision maskrcnn_resnet50_fpn":
-            net = torchvision.models.detection.maskrcnn_resnet50_fpn(
-                weights=None, weights_backbone=None, num_classes=2, box_score_thresh=0.0, box_detections_per_img=20,
-                min_size=size, max_size=size).eval()
+            net = maskrcnn_model(size, torch.device("cpu"))
             run = lambda: net(list(images))  # noqa: E731
         else:
             net = s4net_model("resnet50", size, 20, torch.device("cpu"))
@@ -232,10 +238,7 @@ def main() -> int:
                     boxes = random_boxes(20, sides, size, seed=0, device=device)
                     contenders[f"s4net resnet50 [proposals: {name} boxes]"] = with_proposals(lambda: model(images), boxes)
                 if not args.skip_maskrcnn:
-                    maskrcnn = torchvision.models.detection.maskrcnn_resnet50_fpn(
-                        weights=None, weights_backbone=None, num_classes=2, box_score_thresh=0.0,
-                        box_detections_per_img=20, min_size=size, max_size=size,
-                    ).eval().to(device)
+                    maskrcnn = maskrcnn_model(size, device)
                     contenders["torchvision maskrcnn_resnet50_fpn"] = lambda: maskrcnn(image_list)
                 with torch.autocast(device.type, enabled=amp):
                     times = interleaved(contenders, args.warmup, args.repeats, device)

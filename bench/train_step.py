@@ -46,11 +46,9 @@ def random_batch(batch: int, size: int, generator: torch.Generator) -> tuple[tor
     return images, targets
 
 
-def memory_work(name: str, config: S4NetConfig, size: int, batch: int, threads: int, steps: int = 3) -> None:
-    """``steps`` training steps of one contender (``fp32``, ``bf16``, ``maskrcnn fp32``, ``maskrcnn bf16``), for its peak memory."""
-    torch.set_num_threads(threads)
+def contender(name: str, config: S4NetConfig, size: int, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]):
+    """(model in train mode, its SGD, its inputs) of ``fp32``/``bf16`` (S4Net) or ``maskrcnn fp32``/``maskrcnn bf16``."""
     torch.manual_seed(0)
-    images, targets = random_batch(batch, size, torch.Generator().manual_seed(0))
     if name.startswith("maskrcnn"):
         sys.path.insert(0, str(ROOT / "tools"))
         from maskrcnn_peer import build_maskrcnn, peer_targets
@@ -59,13 +57,25 @@ def memory_work(name: str, config: S4NetConfig, size: int, batch: int, threads: 
         inputs = (list(images), peer_targets(targets, torch.device("cpu")))
     else:
         model, inputs = build_model(config).train(), (images, targets)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    return model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9), inputs
+
+
+def training_step(name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: tuple) -> None:
+    """Forward (bfloat16 autocast for the ``bf16`` contenders), backward and one SGD step."""
+    with autocast_context(torch.device("cpu"), False, name.endswith("bf16")):
+        losses = model(*inputs)
+    optimizer.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    optimizer.step()
+
+
+def memory_work(name: str, config: S4NetConfig, size: int, batch: int, threads: int, steps: int = 3) -> None:
+    """``steps`` training steps of one contender alone, for its peak memory."""
+    torch.set_num_threads(threads)
+    images, targets = random_batch(batch, size, torch.Generator().manual_seed(0))
+    model, optimizer, inputs = contender(name, config, size, images, targets)
     for _ in range(steps):
-        with autocast_context(torch.device("cpu"), False, name.endswith("bf16")):
-            losses = model(*inputs)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
+        training_step(name, model, optimizer, inputs)
 
 
 def main() -> int:
@@ -88,31 +98,11 @@ def main() -> int:
     config = S4NetConfig.from_dict({**values, "image_size": args.size})
     images, targets = random_batch(args.batch, args.size, torch.Generator().manual_seed(0))
     device = torch.device("cpu")
-    models = {}
-    for name in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        model = build_model(config).train()
-        models[name] = (model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
+    names = ["fp32", "bf16"] + (["maskrcnn fp32", "maskrcnn bf16"] if args.peer else [])
+    contenders = {name: contender(name, config, args.size, images, targets) for name in names}
 
-    if args.peer:
-        sys.path.insert(0, str(ROOT / "tools"))
-        from maskrcnn_peer import build_maskrcnn, peer_targets
-
-        for precision in ("fp32", "bf16"):
-            torch.manual_seed(0)
-            peer = build_maskrcnn(config.backbone, args.size, config.detections_per_image).train()
-            models[f"maskrcnn {precision}"] = (peer, torch.optim.SGD(peer.parameters(), lr=1e-4, momentum=0.9))
-        peer_inputs = (list(images), peer_targets(targets, device))
-
-    def step(name: str) -> None:
-        model, optimizer = models[name]
-        with autocast_context(device, False, name.endswith("bf16")):
-            losses = model(*peer_inputs) if name.startswith("maskrcnn") else model(images, targets)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-
-    times = interleaved({name: (lambda name=name: step(name)) for name in models}, args.warmup, args.repeats, device)
+    times = interleaved({name: (lambda name=name: training_step(name, *contenders[name])) for name in names},
+                        args.warmup, args.repeats, device)
     report = {
         "benchmark": "s4net training step, float32 vs bfloat16 autocast (CPU)",
         "s4net_version": __version__,

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from pipeline.classes import FOREGROUND_CLASSES
 from pipeline.imagenet import ImageNetSubset
+from pipeline.seg_train import poly_factor
 from pipeline.segmenter import normalise
 from s4net.checkpoint import fit_weights
 from s4net.errors import InputError
@@ -88,6 +89,11 @@ class CamConfig:
         return {"backbone": self.backbone, "size": self.size}
 
 
+def squashed(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8[size, size, 3]: the image resized to a square (aspect not kept), as the classifier sees it."""
+    return np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
 class CamNet(nn.Module):
     """ResNet (last stage at stride 16) -> one activation map per class; image logits are the maps' mean."""
 
@@ -115,8 +121,7 @@ class CamNet(nn.Module):
         """
         height, width = image.shape[:2]
         device = next(self.parameters()).device
-        resized = np.array(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
-        batch = torch.from_numpy(resized).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+        batch = torch.from_numpy(squashed(image, self.size)).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
         batch = torch.cat([batch, batch.flip(-1)])
         columns = [FOREGROUND_CLASSES.index(k) for k in keywords]
         _, maps = self(normalise(batch))
@@ -154,7 +159,7 @@ class KeywordImages(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
         index, flip = item
         sample = self.subset[index]
-        resized = np.array(Image.fromarray(sample.image).resize((self.size, self.size), Image.BILINEAR))
+        resized = squashed(sample.image, self.size)
         image = torch.from_numpy(np.ascontiguousarray(resized[:, ::-1] if flip else resized)).permute(2, 0, 1)
         return image.float().div(255), keyword_targets(sample.keywords)
 
@@ -265,7 +270,7 @@ def _train(images, out: Path, keywords, cfg: CamConfig, pretrained, device_name:
     log_metrics = MetricsLog(metrics, cfg.batch_size, log_every, cfg.iterations)
     try:
         for iteration, (batch, targets) in enumerate(loader, start=start):
-            factor = (1.0 - iteration / cfg.iterations) ** 0.9
+            factor = poly_factor(iteration, cfg.iterations, 0.9)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor
             batch, targets = batch.to(device), targets.to(device)

@@ -6,9 +6,9 @@ Two kinds behind one interface (``cue(detections, keywords) -> CueResult``):
   (:mod:`pipeline.keywords`), painted as separate instances.
 * :class:`SaliencyCue` (the baseline): the same instances merged into one
   class-agnostic saliency map, as saliency-map methods give.
-* :class:`CamSaliencyCue` (the paper's "Att + Sal" baseline): that saliency map, with
-  the foreground of multi-keyword images split by the class activation maps of a
-  classifier trained on the image keywords alone (:mod:`pipeline.cam`).
+* ``cam_saliency`` (the paper's "Att + Sal" baseline): a :class:`SaliencyCue` given a
+  CAM classifier, so that the foreground of multi-keyword images is split by the class
+  activation maps of a classifier trained on the image keywords alone (:mod:`pipeline.cam`).
 
 The detections come from :func:`s4net.inference.run_detector` (with ``features=True``
 when the instance cue has multi-keyword images to label).
@@ -50,7 +50,8 @@ class CueResult:
 
 
 class Cue(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, detections: Detections, keywords: Sequence[str]) -> CueResult: ...
 
@@ -113,14 +114,14 @@ class SaliencyCue:
     labelled as by the saliency cue alone.
     """
 
-    name = "saliency"
-
     def __init__(self, assignment: AssignmentConfig, proxy: ProxyConfig, cam: CamNet | None = None) -> None:
         self.assignment = assignment
         self.proxy = proxy
         self.cam = cam
-        if cam is not None:
-            self.name = "cam_saliency"
+
+    @property
+    def name(self) -> str:
+        return "saliency" if self.cam is None else "cam_saliency"
 
     def __call__(self, detections: Detections, keywords: Sequence[str]) -> CueResult:
         masks = detections.masks

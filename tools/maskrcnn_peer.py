@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from s4net.checkpoint import fit_weights  # noqa: E402
 from s4net.clitools import add_verbosity, command_parser, positive_float, positive_int, run  # noqa: E402
 from s4net.errors import InputError  # noqa: E402
 from s4net.io.atomic import write_json  # noqa: E402
@@ -96,18 +97,18 @@ def train_peer(args: argparse.Namespace) -> Path:
     from s4net.data.coco import SalientInstanceDataset
     from s4net.data.training import SeededBatches, TrainingSet, collate
 
+    device = resolve_device(args.device)
     cfg = TrainConfig(annotations=args.annotations, images=args.images, out=args.out, iterations=args.iterations,
                       batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps), warmup_iterations=args.warmup,
                       seed=args.seed, scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None,
                       grad_clip=args.grad_clip, device=args.device, cache=True,
-                      cpu_bf16=resolve_cpu_bf16(args.cpu_bf16) and resolve_device(args.device).type == "cpu")
+                      cpu_bf16=resolve_cpu_bf16(args.cpu_bf16) and device.type == "cpu")
+    source = SalientInstanceDataset(cfg.annotations, cfg.images)
     out = Path(args.out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be readable
     final_path, last_path, metrics_path = out / "model_final.pt", out / "checkpoints" / "last.pt", out / "metrics.jsonl"
-    device = resolve_device(args.device)
     model_config = {"backbone": args.backbone, "size": args.size, "detections": args.detections}
     key = {**cfg.resume_key(), "model": model_config}
-    source = SalientInstanceDataset(cfg.annotations, cfg.images)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         model = build_maskrcnn(args.backbone, args.size, args.detections).to(device)
@@ -119,7 +120,7 @@ def train_peer(args: argparse.Namespace) -> Path:
     if start >= cfg.iterations and final_path.exists():
         return final_path
     sampler = SeededBatches(len(source), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip, cfg.scale_jitter)
-    loader = torch.utils.data.DataLoader(TrainingSet(source, args.size, cache=True), batch_sampler=sampler,
+    loader = torch.utils.data.DataLoader(TrainingSet(source, args.size, cache=cfg.cache), batch_sampler=sampler,
                                          collate_fn=collate, num_workers=0)
     model.train()
     bar = tqdm(total=cfg.iterations, initial=start, disable=args.quiet, desc="train Mask R-CNN peer", unit="it")
@@ -159,9 +160,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     payload = read_peer(args.checkpoint, device)
-    config = payload["config"]
-    model = build_maskrcnn(config["backbone"], config["size"], config["detections"])
-    model.load_state_dict(payload["model"])
+    config = payload.get("config")
+    try:
+        model = build_maskrcnn(config["backbone"], config["size"], config["detections"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(args.checkpoint, f"bad config in Mask R-CNN peer checkpoint ({exc.__class__.__name__}: {exc})") from None
+    fit_weights(model, payload["model"], args.checkpoint)
     model.to(device).eval()
     start = time.perf_counter()
     document, results = predict_annotated(model, args.annotations, args.images, args.batch_size, device,

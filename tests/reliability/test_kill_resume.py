@@ -27,6 +27,13 @@ BIN = Path(sys.executable).parent
 SEEDS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
 
 
+def trained_straight(command, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """The final weights of an uninterrupted run of ``command(out)`` (the reference a killed run must match)."""
+    out = tmp_path_factory.mktemp(name)
+    run(command(out))
+    return out / "model_final.pt"
+
+
 def run(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -94,9 +101,7 @@ def s4net_command(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def s4net_straight(s4net_command, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("s4net_straight")
-    run(s4net_command(out))
-    return out / "model_final.pt"
+    return trained_straight(s4net_command, tmp_path_factory, "s4net_straight")
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -123,9 +128,7 @@ def segmenter_command(tiny_world: Path):
 
 @pytest.fixture(scope="module")
 def segmenter_straight(segmenter_command, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("segmenter_straight")
-    run(segmenter_command(out))
-    return out / "model_final.pt"
+    return trained_straight(segmenter_command, tmp_path_factory, "segmenter_straight")
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -98,11 +98,22 @@ def shard_files(kind, extension, cue):
 
 
 def cue_models(wildcards):
-    """The models a cue's proxy-label jobs read besides S4Net: the instance classifier, and the CAM classifier."""
-    models = {"classifier": rules.instance_classifier.output.classifier}
+    """The model a cue's proxy-label jobs read besides S4Net: the instance classifier (instances), the CAM
+    classifier (cam_saliency), or none (saliency)."""
+    if wildcards.cue == "instances":
+        return {"classifier": rules.instance_classifier.output.classifier}
     if wildcards.cue == "cam_saliency":
-        models["cam"] = rules.train_cam.output.cam
-    return models
+        return {"cam": rules.train_cam.output.cam}
+    return {}
+
+
+def cue_model_flags(wildcards, input):
+    """`wsss proxy-labels` flags naming the model of ``cue_models``."""
+    if wildcards.cue == "instances":
+        return f"--classifier {shlex.quote(input.classifier)}"
+    if wildcards.cue == "cam_saliency":
+        return f"--cam {shlex.quote(input.cam)} --cam-threshold {WSSS['cam']['threshold']}"
+    return ""
 
 
 def segmenter_labels(wildcards):

@@ -84,8 +84,7 @@ rule proxy_labels:
         out=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}",
         shard=lambda wildcards: f"{getattr(wildcards, 'shard', 0)}/{SHARDS}",
         crf="--crf" if WSSS["crf"] else "",
-        cam=lambda wildcards, input: f"--cam {shlex.quote(input.cam)} --cam-threshold {WSSS['cam']['threshold']}"
-        if wildcards.cue == "cam_saliency" else "",
+        models=cue_model_flags,
         score_threshold=WSSS["score_threshold"],
         device=DEVICE,
     threads: JOBS["proxy_labels"]["threads"]
@@ -94,9 +93,9 @@ rule proxy_labels:
         runtime=JOBS["proxy_labels"]["runtime"],
         gpu=GPUS,
     shell:
-        "wsss proxy-labels --checkpoint {input.checkpoint:q} --classifier {input.classifier:q} "
+        "wsss proxy-labels --checkpoint {input.checkpoint:q} {params.models} "
         "--images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} --cue {wildcards.cue} "
-        "--shard {params.shard} --workers {threads} {params.crf} {params.cam} "
+        "--shard {params.shard} --workers {threads} {params.crf} "
         "--score-threshold {params.score_threshold} --device {params.device} --quiet > {log:q} 2>&1"
 
 
