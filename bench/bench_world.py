@@ -1,7 +1,7 @@
 """Throughput of the synthetic-world generator: images per second with 1 worker
 (the baseline) and with N workers, measured in the same run; JSON on stdout.
 
-    python bench/bench_world.py [--scale tiny|small] [--workers 2] [--repeats 3] [--out FILE]
+    python -m bench.bench_world [--scale tiny|small] [--workers 2] [--repeats 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.synthetic.world import SCALES, generate_world
+from pipeline.datasets.synthetic.world import SCALES, generate_world
 
 
 def _images(scale: str) -> int:

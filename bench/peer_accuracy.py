@@ -4,11 +4,11 @@ Both are trained on a synthetic world's salient set with the demo's recipe (the 
 model config, 128x128, batch 8, lr 0.02, warm-up 50, scale jitter 0.8-1.25, gradient
 clipping 5, bfloat16 autocast where the CPU has it), ``--iterations`` long with the lr
 steps at the demo's fractions of the schedule (77% and 93%); Mask R-CNN by
-``tools/maskrcnn_peer.py`` on the same seeded batches. Both are scored on the test split
+``s4net peer`` on the same seeded batches. Both are scored on the test split
 by ``s4net evaluate``'s code, one after the other on the same machine. Runs resume from
 their checkpoints (a finished run is not redone). Prints (and optionally writes) JSON.
 
-    python bench/peer_accuracy.py --world demo_out/data --iterations 300 --work bench_out/peer \\
+    python -m bench.peer_accuracy --world demo_out/data --iterations 300 --work bench_out/peer \\
         --out bench/results/peer_accuracy_cpu.json
 """
 
@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.report import emit
 
-from report import emit  # noqa: E402  (bench/report.py)
+ROOT = Path(__file__).resolve().parents[1]
 
 DEMO_STEPS = (2000 / 2600, 2420 / 2600)  # the demo schedule's lr steps, as fractions of its 2600 iterations
 
@@ -68,9 +67,8 @@ def main() -> int:
         ("s4net", [str(bin_dir / "s4net"), "train", "--model-config", str(ROOT / "workflows/configs/s4net_demo_model.yaml"),
                    "--cache", "--checkpoint-every", "100"],
          [str(bin_dir / "s4net"), "evaluate"]),
-        ("maskrcnn", [sys.executable, str(ROOT / "tools/maskrcnn_peer.py"), "train", "--backbone", "resnet18",
-                      "--checkpoint-every", "20"],
-         [sys.executable, str(ROOT / "tools/maskrcnn_peer.py"), "evaluate"]),
+        ("maskrcnn", [str(bin_dir / "s4net"), "peer", "train", "--backbone", "resnet18", "--checkpoint-every", "20"],
+         [str(bin_dir / "s4net"), "peer", "evaluate"]),
     ):
         folder = args.work / f"{name}-{args.iterations}"
         seconds = timed_run([*train, *data, "--out", str(folder), *schedule(args.iterations)], args.work / f"{name}_train.log")

@@ -4,10 +4,10 @@ Each contender runs in its own process on the same images, so its peak RSS is it
 own (``wait4``). Images come from a synthetic world's ImageNet-like subset, hard
 linked into a scratch folder as many times as needed to reach each count.
 
-    python bench/proxy_labels.py --world demo_out/data --checkpoint demo_out/s4net/model_final.pt \\
+    python -m bench.proxy_labels --world demo_out/data --checkpoint demo_out/s4net/model_final.pt \\
         --out bench/results/proxy_labels_cpu.json
     # the load test: proxy labels alone over 500 and 5000 images (memory must stay flat)
-    python bench/proxy_labels.py --world demo_out/data --checkpoint demo_out/s4net/model_final.pt \
+    python -m bench.proxy_labels --world demo_out/data --checkpoint demo_out/s4net/model_final.pt \
         --modes proxy --counts 500 5000 --out bench/results/proxy_labels_load_cpu.json
 """
 
@@ -23,14 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from report import emit  # noqa: E402  (bench/report.py)
+from bench.report import emit
 
 
 def make_images(world: Path, count: int, scratch: Path) -> tuple[Path, Path]:
     """An ImageNet-layout root with ``count`` images (hard links to the world's, cycled) and its keyword CSV."""
-    from pipeline.imagenet import KeywordEntry, read_keyword_table, write_keyword_table
+    from pipeline.datasets.imagenet import KeywordEntry, read_keyword_table, write_keyword_table
 
     source = world / "imagenet"
     entries = read_keyword_table(source / "keywords.csv", source)
@@ -56,7 +54,7 @@ def child(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.child == "inference":
-        from pipeline.imagenet import ImageNetSubset
+        from pipeline.datasets.imagenet import ImageNetSubset
         from s4net.checkpoint import load_checkpoint
         from s4net.inference import run_detector
 
@@ -65,8 +63,8 @@ def child(args: argparse.Namespace) -> int:
         items = ((e.image, subset.image_path(i)) for i, e in enumerate(subset.entries))
         count = sum(1 for _ in run_detector(model, items, batch_size=8, progress=False, features=True))
     else:
-        from pipeline.crf import CRFConfig
-        from pipeline.proxy_labels import ProxyLabelSettings, run_proxy_labels
+        from pipeline.cues.crf import CRFConfig
+        from pipeline.proxy_labels.runner import ProxyLabelSettings, run_proxy_labels
 
         settings = ProxyLabelSettings(cue="instances", crf=CRFConfig() if args.child == "proxy+crf" else None)
         summary = run_proxy_labels(args.checkpoint, args.images, args.scratch_out, keywords=args.keywords, settings=settings,
@@ -78,10 +76,10 @@ def child(args: argparse.Namespace) -> int:
 
 def run_child(mode: str, images: Path, keywords: Path, args: argparse.Namespace, scratch: Path) -> dict:
     out = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{mode}-"))
-    command = [sys.executable, __file__, "--child", mode, "--images", str(images), "--keywords", str(keywords),
+    command = [sys.executable, "-m", "bench.proxy_labels", "--child", mode, "--images", str(images), "--keywords", str(keywords),
                "--checkpoint", str(args.checkpoint), "--classifier", str(args.classifier), "--scratch-out", str(out),
                "--threads", str(args.threads), "--workers", str(args.workers)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
@@ -118,10 +116,9 @@ def main() -> int:
         small_root, small_keywords = make_images(args.world, small, scratch)
         large_root, large_keywords = make_images(args.world, large, scratch)
         if args.classifier is None:
-            from pipeline.imagenet import ImageNetSubset
-            from pipeline.instance_classifier import ClassifierConfig
-            from pipeline.keywords import AssignmentConfig
-            from pipeline.proxy_labels import fit_instance_classifier
+            from pipeline.cues.instance_classifier import ClassifierConfig, fit_instance_classifier
+            from pipeline.cues.keyword_assignment import AssignmentConfig
+            from pipeline.datasets.imagenet import ImageNetSubset
             from s4net.checkpoint import load_checkpoint
 
             args.classifier = scratch / "instance_classifier.pt"

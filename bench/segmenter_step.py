@@ -6,7 +6,7 @@ first window (warm-up) left out. The model step alone is the same model, optimis
 on random tensors of the same shape, timed before and after the real loop (mean of the two,
 so a drift of the machine hits both). Prints (and optionally writes) JSON.
 
-    python bench/segmenter_step.py --world demo_out/data --out bench/results/segmenter_step_cpu.json
+    python -m bench.segmenter_step --world demo_out/data --out bench/results/segmenter_step_cpu.json
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,17 +21,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from memory import peak_rss_mib  # noqa: E402  (bench/memory.py)
-from report import emit  # noqa: E402  (bench/report.py)
+from bench.memory import peak_rss_mib
+from bench.report import emit
 
 
 def model_step_images_per_s(encoder: str, batch: int, crop: int, steps: int, warmup: int = 3) -> float:
     """Images/s of forward + loss + backward + SGD step on random tensors (no data loading at all)."""
-    from pipeline.segmenter import SegmenterConfig, build_segmenter, normalise
-    from s4net.train import parameter_groups
+    from pipeline.segmenter.model import SegmenterConfig, build_segmenter
+    from s4net.engine import parameter_groups
+    from s4net.models.backbones import normalise_imagenet
 
     torch.manual_seed(0)
     model = build_segmenter(SegmenterConfig(encoder=encoder)).train()
@@ -42,7 +39,7 @@ def model_step_images_per_s(encoder: str, batch: int, crop: int, steps: int, war
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
-        loss = F.cross_entropy(model(normalise(images)), labels, ignore_index=255)
+        loss = F.cross_entropy(model(normalise_imagenet(images)), labels, ignore_index=255)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -52,8 +49,8 @@ def model_step_images_per_s(encoder: str, batch: int, crop: int, steps: int, war
 def real_loop_images_per_s(world: Path, encoder: str, batch: int, crop: int, steps: int, workers: int,
                            scratch: Path) -> tuple[float, list[float]]:
     """Images/s of train_segmenter's own loop, from its metrics windows after the first."""
-    from pipeline.seg_train import SegTrainConfig, train_segmenter
-    from pipeline.segmenter import SegmenterConfig
+    from pipeline.segmenter.model import SegmenterConfig
+    from pipeline.segmenter.train import SegTrainConfig, train_segmenter
 
     window = max(steps // 4, 1)
     config = SegTrainConfig(images=world / "imagenet", labels=world / "imagenet" / "masks", out=scratch,

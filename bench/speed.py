@@ -13,7 +13,7 @@ with its proposals replaced by seeded random boxes of fixed size ranges: ``objec
 (150-300 px sides, the size of the salient objects in SOD-style photos). Mask R-CNN's
 cost does not depend on the box sizes.
 
-    python bench/speed.py --threads 2 --out bench/results/speed_cpu.json
+    python -m bench.speed --threads 2 --out bench/results/speed_cpu.json
 """
 
 from __future__ import annotations
@@ -22,21 +22,18 @@ import argparse
 import contextlib
 import copy
 import platform
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 import torchvision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import s4net.models.s4net as s4net_module  # noqa: E402
-from s4net import S4NetConfig, build_model, __version__  # noqa: E402
-from report import emit  # noqa: E402  (bench/report.py)
-from memory import peak_rss_mib  # noqa: E402  (bench/memory.py)
-from timing import interleaved, timed  # noqa: E402  (bench/timing.py)
-from s4net.models.fusion import fold_batchnorm  # noqa: E402
+import s4net.models.s4net as s4net_module
+from bench.memory import peak_rss_mib
+from bench.report import emit
+from bench.timing import interleaved, timed
+from s4net import S4NetConfig, __version__, build_model
+from s4net.models.fusion import fold_batchnorm
 
 BOX_SIDES = {"objects": (16.0, 112.0), "salient": (150.0, 300.0)}
 TARGET_TIME_VS_BARE = 1.6

@@ -3,31 +3,29 @@
 The demo's recipe by default (ResNet-18, 128x128, batch 8, the demo model config) on
 random images with random boxes and masks; the precisions are timed in turns so that
 drifts of the machine hit both alike. With ``--peer``, torchvision Mask R-CNN with the
-same backbone, input size and batch (tools/maskrcnn_peer.py, what the ablations' peer
+same backbone, input size and batch (``s4net peer``, what the ablations' peer
 rows train) is timed in the same turns. Prints (and optionally writes) JSON.
 
-    python bench/train_step.py --threads 2 --peer --out bench/results/train_step_cpu.json
+    python -m bench.train_step --threads 2 --peer --out bench/results/train_step_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 from pathlib import Path
 
 import torch
 import torchvision
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.memory import peak_rss_mib
+from bench.report import emit
+from bench.timing import interleaved
+from s4net import S4NetConfig, __version__, build_model
+from s4net.engine import autocast_context
 
-from s4net import S4NetConfig, build_model, __version__  # noqa: E402
-from report import emit  # noqa: E402  (bench/report.py)
-from memory import peak_rss_mib  # noqa: E402  (bench/memory.py)
-from timing import interleaved  # noqa: E402  (bench/timing.py)
-from s4net.train import autocast_context  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_batch(batch: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
@@ -50,10 +48,9 @@ def contender(name: str, config: S4NetConfig, size: int, images: torch.Tensor, t
     """(model in train mode, its SGD, its inputs) of ``fp32``/``bf16`` (S4Net) or ``maskrcnn fp32``/``maskrcnn bf16``."""
     torch.manual_seed(0)
     if name.startswith("maskrcnn"):
-        sys.path.insert(0, str(ROOT / "tools"))
-        from maskrcnn_peer import build_maskrcnn, peer_targets
+        from s4net.reproduction.maskrcnn_peer import PeerConfig, build_maskrcnn, peer_targets
 
-        model = build_maskrcnn(config.backbone, size, config.detections_per_image).train()
+        model = build_maskrcnn(PeerConfig(config.backbone, size, config.detections_per_image)).train()
         inputs = (list(images), peer_targets(targets, torch.device("cpu")))
     else:
         model, inputs = build_model(config).train(), (images, targets)
@@ -122,7 +119,7 @@ def main() -> int:
         "bf16_speedup": times["fp32"]["median_s"] / times["bf16"]["median_s"],
     }
     if args.peer:
-        report["peer"] = f"torchvision Mask R-CNN {config.backbone}-FPN (tools/maskrcnn_peer.py)"
+        report["peer"] = f"torchvision Mask R-CNN {config.backbone}-FPN (s4net peer)"
         report["maskrcnn_step_over_s4net"] = {
             precision: times[f"maskrcnn {precision}"]["median_s"] / times[precision]["median_s"] for precision in ("fp32", "bf16")
         }

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline import __version__
-from s4net.clitools import add_verbosity, command_parser, named_pairs, positive_float, positive_int, run
+from s4net.cli.framework import add_verbosity, command_parser, named_pairs, positive_float, positive_int, run
 from s4net.errors import InputError
 from s4net.io.atomic import read_json
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from pipeline.synthetic.preview import contact_sheet
-    from pipeline.synthetic.world import generate_world
+    from pipeline.datasets.synthetic.preview import contact_sheet
+    from pipeline.datasets.synthetic.world import generate_world
 
     world = generate_world(
         args.out, seed=args.seed, scale=args.scale, workers=args.workers, overwrite=args.overwrite,
@@ -33,7 +33,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _keywords(args: argparse.Namespace) -> int:
-    from pipeline.imagenet import keywords_from_folders, load_wnid_map, write_keyword_table
+    from pipeline.datasets.imagenet import keywords_from_folders, load_wnid_map, write_keyword_table
 
     entries, skipped = keywords_from_folders(args.images, load_wnid_map(args.wnid_map), split=args.split)
     write_keyword_table(args.out, entries)
@@ -42,10 +42,10 @@ def _keywords(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace):
-    from pipeline.crf import CRFConfig
-    from pipeline.keywords import AssignmentConfig
-    from pipeline.proxy import ProxyConfig
-    from pipeline.proxy_labels import ProxyLabelSettings
+    from pipeline.cues.crf import CRFConfig
+    from pipeline.cues.keyword_assignment import AssignmentConfig
+    from pipeline.cues.label_painting import ProxyConfig
+    from pipeline.proxy_labels.runner import ProxyLabelSettings
 
     assignment = AssignmentConfig(
         score_threshold=args.score_threshold, min_area=args.min_area, mask_threshold=args.mask_threshold,
@@ -57,7 +57,8 @@ def _settings(args: argparse.Namespace):
 
 
 def _proxy_labels(args: argparse.Namespace) -> int:
-    from pipeline.proxy_labels import Shard, run_proxy_labels
+    from pipeline.proxy_labels.manifest import Shard
+    from pipeline.proxy_labels.runner import run_proxy_labels
 
     try:
         settings, shard = _settings(args), Shard.parse(args.shard)
@@ -77,9 +78,8 @@ def _proxy_labels(args: argparse.Namespace) -> int:
 
 
 def _instance_classifier(args: argparse.Namespace) -> int:
-    from pipeline.imagenet import ImageNetSubset
-    from pipeline.instance_classifier import ClassifierConfig
-    from pipeline.proxy_labels import fit_instance_classifier
+    from pipeline.cues.instance_classifier import ClassifierConfig, fit_instance_classifier
+    from pipeline.datasets.imagenet import ImageNetSubset
     from s4net.checkpoint import load_checkpoint
 
     try:
@@ -97,7 +97,7 @@ def _instance_classifier(args: argparse.Namespace) -> int:
 
 
 def _train_cam(args: argparse.Namespace) -> int:
-    from pipeline.cam import CamConfig, train_cam
+    from pipeline.cues.cam import CamConfig, train_cam
 
     try:
         config = CamConfig(backbone=args.backbone, size=args.size, iterations=args.iterations, batch_size=args.batch_size,
@@ -114,8 +114,8 @@ def _train_cam(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from pipeline.metrics import format_table, score_folders, summarise
-    from pipeline.voc import read_voc_label
+    from pipeline.datasets.voc import read_voc_label
+    from pipeline.segmenter.metrics import format_table, score_folders, summarise
     from s4net.io.atomic import write_json
 
     matrix, counts = score_folders(args.pred, args.gt, read_voc_label)
@@ -127,8 +127,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _train_segmenter(args: argparse.Namespace) -> int:
-    from pipeline.seg_train import SegTrainConfig, train_segmenter
-    from pipeline.segmenter import SegmenterConfig
+    from pipeline.segmenter.model import SegmenterConfig
+    from pipeline.segmenter.train import SegTrainConfig, train_segmenter
 
     try:
         config = SegTrainConfig(
@@ -146,9 +146,9 @@ def _train_segmenter(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.crf import CRFConfig
-    from pipeline.metrics import format_table
-    from pipeline.seg_eval import evaluate_segmenter
+    from pipeline.cues.crf import CRFConfig
+    from pipeline.segmenter.evaluate import evaluate_segmenter
+    from pipeline.segmenter.metrics import format_table
     from s4net.io.atomic import write_json
 
     summary = evaluate_segmenter(
@@ -164,7 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _provenance(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.provenance import write_provenance
+    from pipeline.reporting.provenance import write_provenance
 
     try:
         settings = json.loads(args.settings)
@@ -176,7 +176,7 @@ def _provenance(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.report import ReportInputs, build_report
+    from pipeline.reporting.report import ReportInputs, build_report
 
     def named(items: list[str], option: str) -> dict[str, Path]:
         return {name: Path(path) for name, path in named_pairs(items, option)}
@@ -193,8 +193,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _add_cue_options(parser: argparse.ArgumentParser) -> None:
-    from pipeline.keywords import AssignmentConfig
-    from pipeline.proxy import ProxyConfig
+    from pipeline.cues.keyword_assignment import AssignmentConfig
+    from pipeline.cues.label_painting import ProxyConfig
 
     a, p = AssignmentConfig(), ProxyConfig()
     parser.add_argument("--score-threshold", type=float, default=a.score_threshold, help="instances scoring less are not salient")
@@ -220,8 +220,9 @@ def _add_images_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``wsss`` parser with one sub-parser per command."""
-    from pipeline.cam import CAM_BACKBONES, CamConfig
     from pipeline.cues import CUES
+    from pipeline.cues.cam import CAM_BACKBONES, CamConfig
+    from pipeline.segmenter.model import ARCHITECTURES, SegmenterConfig
 
     c = CamConfig()
     parser, commands = command_parser(
@@ -353,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--labels", type=Path, required=True, help="label PNG root (255 = ignore)")
     seg.add_argument("--ids", type=Path, default=None, help="only these label paths (one per line, no .png)")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
-    seg.add_argument("--arch", choices=("deeplabv3plus", "deeplabv3"), default="deeplabv3plus")
+    seg.add_argument("--arch", choices=ARCHITECTURES, default=SegmenterConfig().arch)
     seg.add_argument("--encoder", default="resnet101", help="segmentation-models-pytorch encoder name")
     seg.add_argument("--encoder-weights", type=Path, default=None,
                      help="local ImageNet weights of the encoder (torchvision .pth); default: from scratch")

@@ -1,10 +1,8 @@
-"""Checkpoints: config + weights + version, loaded with ``weights_only=True`` only."""
+"""S4Net checkpoints: config + weights + version, written and read by :mod:`s4net.io.states`."""
 
 from __future__ import annotations
 
-import io
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,13 +10,12 @@ import torch
 from s4net import __version__
 from s4net.config import S4NetConfig
 from s4net.errors import InputError
-from s4net.io.atomic import atomic_write_bytes
+from s4net.io.states import StateFormat, fit_weights, read_state, save_state
 
-FORMAT = "s4net-checkpoint"
-FORMAT_VERSION = 1
+CHECKPOINT = StateFormat("s4net-checkpoint", 1, "S4Net checkpoint", article="an", version_key="format_version")
 
 
-def build_model(config: S4NetConfig | dict[str, Any]) -> "torch.nn.Module":
+def build_model(config: S4NetConfig | dict[str, Any]) -> torch.nn.Module:
     """An S4Net from a config (a dataclass or a plain dict of its fields)."""
     from s4net.models.s4net import S4Net
 
@@ -31,51 +28,13 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **state: An
     """Write model weights, its config and version (plus any extra ``state``) atomically."""
     if getattr(model, "inference_only", False):
         raise ValueError("refusing to save a model whose BatchNorm was folded for inference: its weights no longer fit its config")
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "s4net_version": __version__,
-        "config": model.config.to_dict(),
-        "model": model.state_dict(),
-        **state,
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    save_state(path, CHECKPOINT, s4net_version=__version__, config=model.config.to_dict(), model=model.state_dict(),
+               **state)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, refusing anything that is not a plain-tensor S4Net checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such checkpoint")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise InputError(path, f"not a loadable weights-only checkpoint ({first[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(path, f"not an S4Net checkpoint (format field is {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise InputError(
-            path, f"checkpoint format_version {payload.get('format_version')} differs from this library's {FORMAT_VERSION}"
-        )
-    return payload
-
-
-def fit_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Load ``state`` into ``model``, or say in one line which tensor does not fit the model its config built."""
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # a tensor of another shape than the config builds
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
-        raise InputError(path, f"weights do not fit the checkpoint's own config: {detail}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            path,
-            f"weights do not fit the checkpoint's own config: missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}",
-        )
+    return read_state(path, CHECKPOINT, map_location)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> torch.nn.Module:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "mobilenet_v2")
 NORMS = ("frozen_bn", "bn", "gn")
@@ -163,15 +163,29 @@ class S4NetConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "S4NetConfig":
         """Build from a mapping, refusing unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown S4NetConfig field(s) {unknown}; valid fields are {sorted(known)}")
-        return cls(**dict(values))
+        return config_from_mapping(cls, values)
 
     def replace(self, **changes: Any) -> "S4NetConfig":
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_from_mapping(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
+    """A config dataclass from a mapping (a YAML file, a checkpoint), refusing unknown keys by name.
+
+    Raises ``ValueError`` naming the unknown keys and the valid ones, or the dataclass's own
+    validation error.
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"a {cls.__name__} must be a mapping of its fields, not {type(values).__name__}")
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(known)}")
+    return cls(**dict(values))
 
 
 def json_ready(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Training loop of S4Net: SGD with step decays, seeded order, resumable checkpoints.
+"""Training of S4Net: SGD with step decays, seeded order, resumable checkpoints (the loop's parts: :mod:`s4net.engine`).
 
 Layout of an output folder::
 
@@ -13,15 +13,12 @@ Layout of an output folder::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -30,8 +27,19 @@ from s4net.checkpoint import build_model, read_checkpoint, save_checkpoint
 from s4net.config import S4NetConfig, json_ready
 from s4net.data.coco import SalientInstanceDataset
 from s4net.data.training import SeededBatches, TrainingSet, collate
-from s4net.errors import InputError
-from s4net.io.atomic import atomic_write_text, write_json
+from s4net.engine import (
+    MetricsLog,
+    autocast_context,
+    deterministic_algorithms,
+    newest_readable_state,
+    optimizer_step,
+    parameter_groups,
+    prune_snapshots,
+    resolve_device,
+    restore_training,
+    step_factor,
+)
+from s4net.io.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -131,185 +139,9 @@ class TrainConfig:
         return json_ready({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
 
 
-class MetricsLog:
-    """One JSON line per ``log_every`` iterations (and at the last): lr, mean losses since the last line, images/s.
-
-    ``losses`` of each step are named parts (``loss_mask``, ...) whose sum is ``loss``;
-    a single part called ``loss`` is logged once. Returns the means when a line was written.
-    """
-
-    def __init__(self, handle: Any, batch_size: int, log_every: int, iterations: int) -> None:
-        self.handle, self.batch_size, self.log_every, self.iterations = handle, batch_size, log_every, iterations
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.tick = time.perf_counter()
-
-    def add(self, done: int, lr: float, losses: dict[str, float]) -> dict[str, float] | None:
-        for name, value in losses.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value)
-        self.count += 1
-        if done % self.log_every and done != self.iterations:
-            return None
-        elapsed = time.perf_counter() - self.tick
-        means = {name: total / self.count for name, total in self.sums.items()}
-        record: dict[str, Any] = {"iteration": done, "lr": round(lr, 8)}
-        if list(means) != ["loss"]:
-            record.update({name: round(value, 5) for name, value in means.items()})
-        record["loss"] = round(sum(means.values()), 5)
-        record["images_per_s"] = round(self.count * self.batch_size / elapsed, 3)
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-        self.sums, self.count, self.tick = {}, 0, time.perf_counter()
-        return means
-
-
-def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler, grad_clip: float | None = None) -> None:
-    """Backward through ``loss``, clip the gradient norm to ``grad_clip`` (None: no clipping), step and update the scaler."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-
-
 def learning_rate_factor(iteration: int, cfg: TrainConfig) -> float:
     """Multiplier of the base lr at an iteration: warm-up, then one ``gamma`` per passed step."""
-    factor = cfg.gamma ** sum(iteration >= s for s in cfg.lr_steps)
-    if iteration < cfg.warmup_iterations:
-        factor *= 0.01 + 0.99 * iteration / cfg.warmup_iterations
-    return factor
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv/linear weights only (not biases or norm parameters), as the original code."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (decay if parameter.dim() > 1 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def prune_snapshots(folder: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` periodic snapshots ``iter_N.pt`` (0: keep all)."""
-    if keep <= 0:
-        return
-    for old in sorted(folder.glob("iter_*.pt"))[:-keep]:
-        old.unlink(missing_ok=True)
-
-
-def autocast_context(device: torch.device, cuda_amp: bool, cpu_bf16: bool) -> torch.autocast:
-    """float16 autocast on CUDA when ``cuda_amp``, bfloat16 on CPU when ``cpu_bf16``, else a no-op."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", enabled=cuda_amp)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cpu_bf16 and device.type == "cpu")
-
-
-def resolve_cpu_bf16(choice: str) -> bool:
-    """``on``/``off``, or ``auto``: on where oneDNN reports bfloat16 support (AVX512 or AMX)."""
-    if choice not in ("on", "off", "auto"):
-        raise ValueError(f"cpu_bf16={choice!r} must be on, off or auto")
-    if choice != "auto":
-        return choice == "on"
-    try:
-        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        supported = False
-    log.info("bfloat16 autocast on CPU: %s (auto)", "on" if supported else "off")
-    return supported
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available")
-    return device
-
-
-def trim_metrics(path: Path, last_iteration: int) -> None:
-    """Drop metrics lines beyond ``last_iteration`` (left by a run killed after its last checkpoint)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["iteration"] <= last_iteration:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a torn last line from a kill
-    atomic_write_text(path, "".join(k + "\n" for k in kept))
-
-
-def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
-    """``field: old -> new`` for every (nested) setting that differs, comma-separated."""
-    parts = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name, "<unset>"), new.get(name, "<unset>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = settings_diff(a, b, f"{prefix}{name}.")
-            parts += [inner] if inner else []
-        elif a != b:
-            parts.append(f"{prefix}{name}: {a} -> {b}")
-    return ", ".join(parts)
-
-
-def restore_training(
-    state: dict[str, Any], key: dict[str, Any], last_path: Path, model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, metrics_path: Path,
-) -> int:
-    """Load a ``last.pt`` state written with the same settings (``key``); returns the iteration to go on from.
-
-    Metrics lines logged after that checkpoint (by a run killed later) are dropped.
-    """
-    if state.get("train") != key:
-        changed = settings_diff(state.get("train") or {}, key)
-        raise InputError(last_path, f"was written with different training settings ({changed}); use another --out or "
-                                    "delete the folder to start over")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    start = int(state["iteration"])
-    log.info("resuming from %s at iteration %d", last_path, start)
-    trim_metrics(metrics_path, start)
-    return start
-
-
-def newest_readable_state(
-    candidates: Sequence[Path], read: Callable[[Path], dict[str, Any]],
-) -> tuple[dict[str, Any] | None, Path | None]:
-    """The first of ``candidates`` (newest first) that reads as a checkpoint, and its path.
-
-    One that exists but cannot be read (truncated or corrupted outside our atomic writes) is
-    renamed ``<name>.corrupt`` with a warning and the next is tried; ``(None, None)`` when none is left.
-    """
-    for path in candidates:
-        if not path.exists():
-            continue
-        try:
-            return read(path), path
-        except InputError as exc:
-            aside = path.with_name(path.name + ".corrupt")
-            os.replace(path, aside)
-            log.warning("%s; moved it to %s and looked for an earlier state", exc, aside.name)
-    return None, None
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """torch's deterministic algorithms on inside the block when ``enabled``; the caller's setting after it."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    if enabled:
-        torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
+    return step_factor(iteration, cfg.lr_steps, cfg.gamma, cfg.warmup_iterations)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:

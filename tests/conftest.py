@@ -27,8 +27,8 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic world (seed 0), generated once per test session."""
-    from pipeline.synthetic.preview import contact_sheet
-    from pipeline.synthetic.world import generate_world
+    from pipeline.datasets.synthetic.preview import contact_sheet
+    from pipeline.datasets.synthetic.world import generate_world
 
     out = tmp_path_factory.mktemp("world") / "tiny"
     generate_world(out, seed=0, scale="tiny", workers=1, progress=False, preview=contact_sheet)

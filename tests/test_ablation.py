@@ -1,4 +1,4 @@
-"""Ablation tables (s4net.ablation, `s4net ablation-table`) and the `experiments` target of the workflow."""
+"""Ablation tables (s4net.reproduction.ablation, `s4net ablation-table`) and the `experiments` target of the workflow."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from s4net.ablation import markdown, plot, study_table, variant_value
+from s4net.reproduction.ablation import markdown, plot, study_table
+from s4net.reproduction.variants import alpha_value
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -66,7 +67,7 @@ def test_each_study_draws_a_png(tmp_path: Path, study: str, variants: list[str])
         assert image.format == "PNG" and image.size[0] > 400
         colours = image.convert("RGB").getcolors(1 << 20)
     assert len(colours) > 20  # something was drawn, not a blank canvas
-    assert variant_value("2/3") == pytest.approx(2 / 3) and variant_value("vgg16") is None
+    assert alpha_value("2/3") == pytest.approx(2 / 3) and alpha_value("vgg16") is None
 
 
 def test_cli_reads_runs_and_the_paper_file(tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def test_peak_memory_is_that_of_the_work_in_a_fresh_process() -> None:
     from helpers import hold_mib
-    from memory import peak_rss_mib
+
+    from bench.memory import peak_rss_mib
 
     small, large = peak_rss_mib(hold_mib, 10), peak_rss_mib(hold_mib, 300)
     assert large["work_rss_mib"] >= 250 and small["work_rss_mib"] < 100
@@ -22,7 +22,7 @@ def test_peak_memory_is_that_of_the_work_in_a_fresh_process() -> None:
 
 def test_train_step_bench_times_s4net_and_its_peer(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "train_step.py"), "--size", "64", "--batch", "2",
+    result = subprocess.run([sys.executable, "-m", "bench.train_step", "--size", "64", "--batch", "2",
                              "--repeats", "1", "--warmup", "0", "--threads", "1", "--peer", "--out", str(out)],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]

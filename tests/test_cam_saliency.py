@@ -8,19 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import proxy_label_args
 from PIL import Image
 
-from pipeline.cam import CamConfig, CamNet, SeededKeywordBatches, load_cam, save_cam, split_holdout, train_cam
 from pipeline.classes import CLASS_INDEX, IGNORE_INDEX
 from pipeline.cli import main as wsss_main
-from pipeline.cues import SaliencyCue, make_cue
-from pipeline.imagenet import KeywordEntry, write_keyword_table
-from pipeline.keywords import AssignmentConfig
-from pipeline.proxy import ProxyConfig, saliency_labels
-from pipeline.proxy_labels import read_manifests
-from pipeline.voc import read_voc_label
+from pipeline.cues import make_cue
+from pipeline.cues.cam import CamConfig, CamNet, SeededKeywordBatches, load_cam, save_cam, split_holdout, train_cam
+from pipeline.cues.keyword_assignment import AssignmentConfig
+from pipeline.cues.label_painting import ProxyConfig, saliency_labels
+from pipeline.cues.saliency import SaliencyCue
+from pipeline.datasets.imagenet import KeywordEntry, write_keyword_table
+from pipeline.datasets.voc import read_voc_label
+from pipeline.proxy_labels.manifest import read_manifests
 from s4net.inference import Detections
-from helpers import proxy_label_args
 
 NO_BORDER = ProxyConfig(border=0)
 
@@ -160,7 +161,7 @@ def test_a_killed_cam_training_resumes_to_the_same_weights(tmp_path: Path, monke
     config = CamConfig(size=32, iterations=6, batch_size=4, holdout=0.0)
     whole = train_cam(root, tmp_path / "whole", root / "keywords.csv", config, device="cpu", checkpoint_every=3, progress=False)
 
-    import pipeline.cam as cam
+    import pipeline.cues.cam as cam
 
     calls = {"n": 0}
     real = cam.F.binary_cross_entropy_with_logits

@@ -6,13 +6,11 @@ tensor a broadcast constant so that they stay small (make_fixtures.py says how t
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
 
 
@@ -29,7 +27,7 @@ def _weights_loaded(model: torch.nn.Module, stored: dict[str, torch.Tensor]) -> 
 
 def _restored(model: torch.nn.Module, path: Path, state: dict, key: dict, tmp_path: Path) -> int:
     """Restore a training state into ``model`` and a fresh SGD; the iteration it goes on from."""
-    from s4net.train import parameter_groups, restore_training
+    from s4net.engine import parameter_groups, restore_training
 
     optimizer = torch.optim.SGD(parameter_groups(model, 1e-4), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -69,7 +67,7 @@ def test_s4net_training_state_resumes_a_run_with_the_same_settings(tmp_path: Pat
 
 
 def test_segmenter_checkpoints_load() -> None:
-    from pipeline.segmenter import load_segmenter
+    from pipeline.segmenter.model import load_segmenter
 
     path = FIXTURES / "segmenter_model_final.pt"
     model, config = load_segmenter(path)
@@ -79,7 +77,7 @@ def test_segmenter_checkpoints_load() -> None:
 
 
 def test_segmenter_training_state_restores(tmp_path: Path) -> None:
-    from pipeline.segmenter import SegmenterConfig, build_segmenter, read_segmenter
+    from pipeline.segmenter.model import SegmenterConfig, build_segmenter, read_segmenter
 
     path = FIXTURES / "segmenter_last.pt"
     state = read_segmenter(path)
@@ -88,7 +86,7 @@ def test_segmenter_training_state_restores(tmp_path: Path) -> None:
 
 
 def test_cam_classifier_loads_and_maps() -> None:
-    from pipeline.cam import load_cam
+    from pipeline.cues.cam import load_cam
 
     path = FIXTURES / "cam.pt"
     model, report = load_cam(path)
@@ -99,7 +97,7 @@ def test_cam_classifier_loads_and_maps() -> None:
 
 
 def test_cam_training_state_restores(tmp_path: Path) -> None:
-    from pipeline.cam import CamNet, read_cam
+    from pipeline.cues.cam import CamNet, read_cam
 
     path = FIXTURES / "cam_last.pt"
     state = read_cam(path)
@@ -107,7 +105,7 @@ def test_cam_training_state_restores(tmp_path: Path) -> None:
 
 
 def test_instance_classifier_loads() -> None:
-    from pipeline.instance_classifier import load_classifier
+    from pipeline.cues.instance_classifier import load_classifier
 
     path = FIXTURES / "instance_classifier.pt"
     model, report = load_classifier(path)
@@ -118,18 +116,12 @@ def test_instance_classifier_loads() -> None:
 
 
 def test_maskrcnn_peer_checkpoints_load(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("maskrcnn_peer", REPO / "tools" / "maskrcnn_peer.py")
-    peer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peer)
-
-    from s4net.checkpoint import fit_weights
+    from s4net.reproduction.maskrcnn_peer import PeerConfig, build_maskrcnn, load_peer, read_peer
 
     path = FIXTURES / "maskrcnn_peer_model_final.pt"
-    final = peer.read_peer(path)
-    assert final["config"] == {"backbone": "resnet18", "size": 64, "detections": 20}
-    model = peer.build_maskrcnn(**final["config"])
-    fit_weights(model, final["model"], path)
-    _weights_loaded(model, final["model"])
+    model, config = load_peer(path)
+    assert config == PeerConfig(backbone="resnet18", size=64, detections=20)
+    _weights_loaded(model, _stored(path)["model"])
     last = FIXTURES / "maskrcnn_peer_last.pt"
-    state = peer.read_peer(last)
-    assert _restored(peer.build_maskrcnn(**state["config"]), last, state, state["train"], tmp_path) == 2
+    state = read_peer(last)
+    assert _restored(build_maskrcnn(PeerConfig(**state["config"])), last, state, state["train"], tmp_path) == 2

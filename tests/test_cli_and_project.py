@@ -6,10 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_world_benchmark_prints_json(tmp_path: Path) -> None:
     import json
 
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "bench_world.py"), "--scale", "tiny", "--repeats", "1",
-                    "--out", str(out)], capture_output=True, text=True, check=True)
+    subprocess.run([sys.executable, "-m", "bench.bench_world", "--scale", "tiny", "--repeats", "1",
+                    "--out", str(out)], capture_output=True, text=True, check=True, cwd=REPO)
     result = json.loads(out.read_text())
     assert result["images"] == 40 + 40 + 32 and result["speedup_vs_workers_1"] > 0

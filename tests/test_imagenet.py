@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.classes import FOREGROUND_CLASSES
 from pipeline.cli import main as wsss_main
-from pipeline.imagenet import (
+from pipeline.datasets.imagenet import (
     ImageNetSubset,
     KeywordEntry,
     keywords_from_folders,
@@ -33,7 +33,7 @@ def test_shipped_map_covers_every_voc_class_with_real_synsets(realdata: Path) ->
     assert mapping["n02123045"] == "cat" and "n02129165" not in mapping  # tabby yes, lion no
     shipped = dict(
         (row["wnid"], row["imagenet_label"])
-        for row in csv.DictReader(Path(__file__).parents[1].joinpath("pipeline/data/wnid_to_voc.tsv").open(),
+        for row in csv.DictReader(Path(__file__).parents[1].joinpath("pipeline/datasets/wnid_to_voc.tsv").open(),
                                   delimiter="\t")
     )
     assert all(ilsvrc[w] == label for w, label in shipped.items())

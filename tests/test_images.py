@@ -13,7 +13,15 @@ import pytest
 from PIL import Image
 
 from s4net.errors import ImageReadError
-from s4net.io import atomic_path, load_instance_png, load_label_png, load_rgb, read_image_size, save_image, save_label_png
+from s4net.io import (
+    atomic_path,
+    load_instance_png,
+    load_label_png,
+    load_rgb,
+    read_image_size,
+    save_image,
+    save_label_png,
+)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)

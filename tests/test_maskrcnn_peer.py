@@ -1,34 +1,25 @@
-"""tools/maskrcnn_peer.py: the Mask R-CNN peer trains on S4Net's batches, resumes, and is scored as S4Net is."""
+"""`s4net peer`: the Mask R-CNN peer trains on S4Net's batches, resumes, and is scored as S4Net is."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def peer():
-    spec = importlib.util.spec_from_file_location("maskrcnn_peer", REPO / "tools" / "maskrcnn_peer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import s4net.reproduction.maskrcnn_peer as peer
+from s4net.cli import main as s4net_main
 
 
 def _train_args(world: Path, out: Path, *extra: str) -> list[str]:
     salient = world / "salient"
-    return ["train", "--annotations", str(salient / "train.json"), "--images", str(salient / "images"), "--out", str(out),
+    return ["peer", "train", "--annotations", str(salient / "train.json"), "--images", str(salient / "images"), "--out", str(out),
             "--size", "64", "--batch-size", "2", "--iterations", "3", "--lr-steps", "2", "--warmup", "1",
             "--checkpoint-every", "2", "--device", "cpu", "-q", *extra]
 
 
-def test_peer_trains_resumes_and_is_scored(peer, tiny_world: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    assert peer.main(_train_args(tiny_world, tmp_path / "whole")) == 0
+def test_peer_trains_resumes_and_is_scored(tiny_world: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    assert s4net_main(_train_args(tiny_world, tmp_path / "whole")) == 0
     real, calls = peer.peer_targets, {"n": 0}
 
     def killed_in_iteration_3(*args, **kwargs):
@@ -38,21 +29,21 @@ def test_peer_trains_resumes_and_is_scored(peer, tiny_world: Path, tmp_path: Pat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(peer, "peer_targets", killed_in_iteration_3)
-    assert peer.main(_train_args(tiny_world, tmp_path / "legs")) == 130
+    assert s4net_main(_train_args(tiny_world, tmp_path / "legs")) == 130
     assert not (tmp_path / "legs" / "model_final.pt").exists()
     assert torch.load(tmp_path / "legs" / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 2
     monkeypatch.setattr(peer, "peer_targets", real)
-    assert peer.main(_train_args(tiny_world, tmp_path / "legs", "--lr", "0.05")) == 2
+    assert s4net_main(_train_args(tiny_world, tmp_path / "legs", "--lr", "0.05")) == 2
     assert "lr: 0.02 -> 0.05" in capsys.readouterr().err
-    assert peer.main(_train_args(tiny_world, tmp_path / "legs")) == 0
+    assert s4net_main(_train_args(tiny_world, tmp_path / "legs")) == 0
     a = torch.load(tmp_path / "whole" / "model_final.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "legs" / "model_final.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     salient = tiny_world / "salient"
-    evaluate = ["evaluate", "--annotations", str(salient / "test.json"), "--images", str(salient / "images"),
+    evaluate = ["peer", "evaluate", "--annotations", str(salient / "test.json"), "--images", str(salient / "images"),
                 "--device", "cpu", "-q"]
-    assert peer.main([*evaluate, "--checkpoint", str(tmp_path / "whole" / "model_final.pt"), "--out",
+    assert s4net_main([*evaluate, "--checkpoint", str(tmp_path / "whole" / "model_final.pt"), "--out",
                       str(tmp_path / "m.json")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert {"mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded", "images_per_s"} <= set(metrics)
@@ -60,5 +51,5 @@ def test_peer_trains_resumes_and_is_scored(peer, tiny_world: Path, tmp_path: Pat
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
     capsys.readouterr()
-    assert peer.main([*evaluate, "--checkpoint", str(bad), "--out", str(tmp_path / "x.json")]) == 2
+    assert s4net_main([*evaluate, "--checkpoint", str(bad), "--out", str(tmp_path / "x.json")]) == 2
     assert "bad.pt" in capsys.readouterr().err and not (tmp_path / "x.json").exists()

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+from helpers import label_contacts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pycocotools import mask as mask_utils
 
-from helpers import label_contacts
-from pipeline.synthetic.scenes import void_band
+from pipeline.datasets.synthetic.scenes import void_band
 from s4net.data import encode_mask, mask_box
 from s4net.errors import InputError
 from s4net.io.paths import resolve_inside

@@ -1,4 +1,4 @@
-"""docs/RESULTS.md: every command it names exists (a bench or tool script, a workflow target, a make target)."""
+"""docs/RESULTS.md: every command it names exists (a bench module, a workflow target, a make target)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def test_results_doc_names_commands_that_exist() -> None:
     makefile = (REPO / "Makefile").read_text()
     for words in found:
         if words[0] == "python":
-            assert (REPO / words[1]).is_file(), words
+            module = words[2] if words[1] == "-m" else None
+            path = REPO / (module.replace(".", "/") + ".py" if module else words[1])
+            assert path.is_file(), words
         elif words[0] == "snakemake":
             target = words[1]
             assert re.search(rf"^rule {re.escape(target)}\b", rules, re.M), words

@@ -260,7 +260,7 @@ def test_periodic_snapshots_are_pruned_and_keep_their_own_state(tiny_world: Path
 
 
 def test_cpu_bf16_choice() -> None:
-    from s4net.train import resolve_cpu_bf16
+    from s4net.engine import resolve_cpu_bf16
 
     assert resolve_cpu_bf16("on") is True and resolve_cpu_bf16("off") is False
     assert isinstance(resolve_cpu_bf16("auto"), bool)
@@ -338,7 +338,7 @@ def test_cli_predict_on_real_photos(realdata: Path, tmp_path: Path, random_check
 
 def test_gradient_maps_binary_vs_ternary(tiny_world: Path, tmp_path: Path, random_checkpoint: Path) -> None:
     from s4net.data.coco import SalientInstanceDataset
-    from s4net.explain import gradient_map
+    from s4net.reproduction.gradient_maps import gradient_map
 
     model = s4net.load_checkpoint(random_checkpoint)
     salient = tiny_world / "salient"

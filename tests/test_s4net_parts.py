@@ -10,11 +10,17 @@ from hypothesis import strategies as st
 
 from s4net.models.box_ops import IGNORE, NEGATIVE, POSITIVE, AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import box_loss, objectness_loss
-from s4net.models.roi_masking import RoIMasking, box_masks
 from s4net.models.region_padding import max3x3
+from s4net.models.roi_masking import RoIMasking, box_masks
 from s4net.models.seg_branch import SegmentationBranch, mask_loss, paste_masks
 from s4net.models.windows import (
-    exact_spans, gather_windows, margin_spans, place_windows, ratio_groups, whole_map_windows, window_groups,
+    exact_spans,
+    gather_windows,
+    margin_spans,
+    place_windows,
+    ratio_groups,
+    whole_map_windows,
+    window_groups,
 )
 
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main as wsss_main
-from pipeline.synthetic.scenes import MAX_AREA_FRACTION, MIN_AREA_FRACTION, compose_scene
-from pipeline.synthetic.world import generate_world
+from pipeline.datasets.synthetic.scenes import MAX_AREA_FRACTION, MIN_AREA_FRACTION, compose_scene
+from pipeline.datasets.synthetic.world import generate_world
 from s4net.data import SalientInstanceDataset
 from s4net.errors import InputError
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import label_contacts
 from PIL import Image
 from pycocotools.coco import COCO
 
-from helpers import label_contacts
 from pipeline.classes import CLASS_INDEX, VOC_CLASSES, class_index, voc_palette
-from pipeline.synthetic.scenes import void_band
-from pipeline.voc import VOCSegmentation, read_id_list, read_voc_label, write_voc_label
+from pipeline.datasets.synthetic.scenes import void_band
+from pipeline.datasets.voc import VOCSegmentation, read_id_list, read_voc_label, write_voc_label
 from s4net.data import SalientInstanceDataset, convert_instance_masks
 from s4net.errors import DatasetError
 

@@ -132,7 +132,7 @@ def test_config_schema_rejects_bad_configs_before_any_job(tmp_path: Path, bad: s
 def _fake_run(root: Path) -> dict[str, Path]:
     """Metrics files as the DAG writes them, with known numbers, plus tiny label folders."""
     from pipeline.classes import VOC_CLASSES
-    from pipeline.voc import write_voc_label
+    from pipeline.datasets.voc import write_voc_label
     from s4net.io.images import save_image
 
     (root / "s4net.json").write_text(json.dumps({"mAP50": 0.8627, "mAP70": 0.6258, "mAP50_occluded": 0.7576,
@@ -159,7 +159,7 @@ def _fake_run(root: Path) -> dict[str, Path]:
 
 
 def test_report_tables_show_the_metrics_they_were_given(tmp_path: Path) -> None:
-    from pipeline.report import ReportInputs, build_report
+    from pipeline.reporting.report import ReportInputs, build_report
 
     files = _fake_run(tmp_path)
     inputs = ReportInputs(
@@ -206,3 +206,21 @@ def test_lint_finds_nothing_but_the_missing_conda_environments(tmp_path: Path) -
     assert "Lints for rule train_s4net" in output, output[-2000:]  # the linter ran over the rules
     findings = {line.strip() for line in output.splitlines() if line.startswith("    * ")}
     assert findings <= {"* Specify a conda environment or container for each rule.:"}, findings
+
+
+def test_schema_choices_are_the_packages() -> None:
+    """The config schema offers exactly the cues, architectures, backbones and maskings the code builds."""
+    import yaml
+
+    from pipeline.cues import CUES
+    from pipeline.cues.cam import CAM_BACKBONES
+    from pipeline.segmenter.model import ARCHITECTURES
+    from s4net.config import BACKBONES, MASKINGS
+
+    schema = yaml.safe_load((REPO / "workflows" / "schemas" / "config.schema.yaml").read_text())["properties"]
+    wsss, experiments = schema["wsss"]["properties"], schema["experiments"]["properties"]
+    assert wsss["cues"]["items"]["enum"] == list(CUES)
+    assert wsss["segmenter"]["properties"]["arch"]["enum"] == list(ARCHITECTURES)
+    assert wsss["cam"]["properties"]["backbone"]["enum"] == list(CAM_BACKBONES)
+    assert sorted(experiments["masking"]["items"]["enum"]) == sorted(MASKINGS)
+    assert experiments["backbone"]["items"]["enum"] == experiments["base_backbone"]["enum"] == list(BACKBONES)

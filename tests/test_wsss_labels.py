@@ -8,11 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.classes import CLASS_INDEX, IGNORE_INDEX, NUM_CLASSES
-from pipeline.crf import CRFConfig, refine_labels
-from pipeline.keywords import LOW_CONFIDENCE, LOW_SCORE, MATCHED, SMALL, AssignmentConfig, assign_keywords
-from pipeline.metrics import confusion_matrix, iou_from_confusion, score_folders, summarise
-from pipeline.proxy import ProxyConfig, border_band, instance_labels, saliency_labels
-from pipeline.voc import read_voc_label, write_voc_label
+from pipeline.cues.crf import CRFConfig, refine_labels
+from pipeline.cues.keyword_assignment import (
+    LOW_CONFIDENCE,
+    LOW_SCORE,
+    MATCHED,
+    SMALL,
+    AssignmentConfig,
+    assign_keywords,
+)
+from pipeline.cues.label_painting import ProxyConfig, border_band, instance_labels, saliency_labels
+from pipeline.datasets.voc import read_voc_label, write_voc_label
+from pipeline.segmenter.metrics import confusion_matrix, iou_from_confusion, score_folders, summarise
 
 CFG = AssignmentConfig(score_threshold=0.5, min_area=0.01, min_confidence=0.6)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import LOOSE_CUES, proxy_label_args
 
 from pipeline.classes import IGNORE_INDEX, NUM_CLASSES
 from pipeline.cli import main as wsss_main
-from pipeline.imagenet import KeywordEntry, load_wnid_map, write_keyword_table
-from pipeline.proxy_labels import read_manifests
-from pipeline.voc import read_voc_label
-from helpers import LOOSE_CUES, proxy_label_args
+from pipeline.datasets.imagenet import KeywordEntry, load_wnid_map, write_keyword_table
+from pipeline.datasets.voc import read_voc_label
+from pipeline.proxy_labels.manifest import read_manifests
 
 LOOSE = LOOSE_CUES
 

@@ -11,9 +11,10 @@ import torch
 
 from pipeline.classes import IGNORE_INDEX
 from pipeline.cli import main as wsss_main
-from pipeline.seg_data import Augment, SeededSegBatches, augment, find_pairs
-from pipeline.seg_train import SegTrainConfig, poly_factor, train_segmenter
-from pipeline.segmenter import SegmenterConfig, build_segmenter, read_segmenter
+from pipeline.segmenter.data import Augment, SeededSegBatches, augment, find_pairs
+from pipeline.segmenter.model import SegmenterConfig, build_segmenter, read_segmenter
+from pipeline.segmenter.train import SegTrainConfig, train_segmenter
+from s4net.engine import poly_factor
 from s4net.errors import DatasetError, InputError
 
 TINY = SegmenterConfig(arch="deeplabv3plus", encoder="resnet18")
@@ -80,7 +81,7 @@ def test_resumed_training_equals_an_uninterrupted_run(tiny_world: Path, tmp_path
     straight = read_segmenter(train_segmenter(_config(tiny_world, tmp_path / "a", 4), progress=False))
     # stop after 2 iterations (the checkpoint is last.pt), then run the same settings to the end
     partial = _config(tiny_world, tmp_path / "b", 4)
-    import pipeline.seg_train as seg_train
+    import pipeline.segmenter.train as seg_train
 
     class Stop(Exception):
         pass

@@ -1,4 +1,4 @@
-"""Build ``pipeline/data/wnid_to_voc.tsv`` from the ILSVRC-1000 class list.
+"""Build ``pipeline/datasets/wnid_to_voc.tsv`` from the ILSVRC-1000 class list.
 
 Usage: python tools/build_wnid_map.py ../shared/realdata/imagenet_classes.tsv
 
@@ -47,7 +47,7 @@ SINGLES = {
 }
 
 
-def main(classes_tsv: str, out: str = "pipeline/data/wnid_to_voc.tsv") -> None:
+def main(classes_tsv: str, out: str = "pipeline/datasets/wnid_to_voc.tsv") -> None:
     rows = [line.split("\t") for line in Path(classes_tsv).read_text().splitlines() if line.strip()]
     labels = {wnid: label for wnid, label in rows}
     mapping: dict[str, str] = {}

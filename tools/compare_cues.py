@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.metrics import score_folders, summarise  # noqa: E402
-from pipeline.proxy_labels import ProxyLabelSettings, run_proxy_labels  # noqa: E402
-from pipeline.seg_eval import evaluate_segmenter  # noqa: E402
-from pipeline.seg_train import SegTrainConfig, train_segmenter  # noqa: E402
-from pipeline.segmenter import SegmenterConfig  # noqa: E402
-from pipeline.voc import read_voc_label  # noqa: E402
-from s4net.io.atomic import write_json  # noqa: E402
+from pipeline.datasets.voc import read_voc_label
+from pipeline.proxy_labels.runner import ProxyLabelSettings, run_proxy_labels
+from pipeline.segmenter.evaluate import evaluate_segmenter
+from pipeline.segmenter.metrics import score_folders, summarise
+from pipeline.segmenter.model import SegmenterConfig
+from pipeline.segmenter.train import SegTrainConfig, train_segmenter
+from s4net.io.atomic import write_json
 
 CUES = ("instances", "saliency")
 

@@ -23,6 +23,15 @@ from s4net.errors import InputError
 log = logging.getLogger(__name__)
 
 NormFactory = Callable[[int], nn.Module]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalise_imagenet(images: Tensor) -> Tensor:
+    """Float images in [0, 1], Tensor[B, 3, H, W] -> normalised by ImageNet's mean and std, as the backbones expect."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
 
 
 def norm_factory(norm: str) -> NormFactory | None:
@@ -114,7 +123,7 @@ def load_pretrained(name: str, net: nn.Module, source: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    result = net.load_state_dict(state, strict=False)
+    result = net.load_state_dict(state)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing:
         raise InputError(path, f"not {name} ImageNet weights: {len(missing)} parameters missing, e.g. {missing[:3]}")

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from s4net.config import S4NetConfig
-from s4net.models.backbones import build_backbone
+from s4net.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from s4net.models.box_ops import AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import DetectionHead, box_loss, detection_targets, objectness_loss, select_proposals
 from s4net.models.fpn import FeaturePyramid
@@ -24,11 +24,15 @@ from s4net.models.fusion import fold_batchnorm
 from s4net.models.roi_masking import RoIMasking, box_masks
 from s4net.models.seg_branch import SegmentationBranch, paste_masks, weighted_ce
 from s4net.models.windows import (
-    exact_spans, gather_windows, margin_spans, place_windows, ratio_groups, whole_map_windows, window_groups,
+    exact_spans,
+    gather_windows,
+    margin_spans,
+    place_windows,
+    ratio_groups,
+    whole_map_windows,
+    window_groups,
 )
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SEG_STRIDE = 8
 PASTE_BUDGET = 1 << 23  # pixels x instances pasted per resample call
 
@@ -214,14 +218,25 @@ class S4Net(nn.Module):
         masks = torch.cat(gt_masks)
         total = weight = features.sum() * 0.0
         for out in self.segment(features, boxes, image_index):
-            seg_targets, weights = self._mask_targets(masks[out.members], boxes[out.members], out.extent, out.logits.shape[-2:])
+            seg_targets, weights = self.mask_targets(masks[out.members], boxes[out.members], out.extent, out.logits.shape[-2:])
             part, part_weight = weighted_ce(out.logits, seg_targets, weights)
             total, weight = total + part, weight + part_weight
         losses["loss_mask"] = cfg.mask_weight * total / weight.clamp(min=1e-6)
         return losses
 
-    def _mask_targets(self, masks: Tensor, boxes: Tensor, extent: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Soft foreground targets and inside-box weights on each instance's output grid."""
+    def mask_targets(self, masks: Tensor, boxes: Tensor, extent: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """The segmentation branch's training targets: soft foreground and inside-box weights per instance.
+
+        Args:
+            masks: Tensor[N, S, S] ground-truth masks at the network's input size.
+            boxes: Tensor[N, 4] their boxes (x1, y1, x2, y2) in input pixels.
+            extent: Tensor[N, 4] the pixel box each output grid covers (the branch window, or the box itself
+                for the RoIAlign/RoIPool baselines).
+            grid: (h, w) of the branch's output per instance.
+
+        Returns:
+            (targets, weights), each Tensor[N, h, w]: the mask's share of each cell, and 1 where the loss counts.
+        """
         n = masks.shape[0]
         if n == 0:
             empty = masks.new_zeros((0, *grid))

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import LOOSE_CUES
 from PIL import Image
 
-from helpers import LOOSE_CUES
 from pipeline.cli import main as wsss_main
-from pipeline.proxy_labels import read_manifests
-from pipeline.voc import read_voc_label
+from pipeline.datasets.voc import read_voc_label
+from pipeline.proxy_labels.manifest import read_manifests
 
 WNID = "n02085620"  # Chihuahua -> dog in the shipped map
 

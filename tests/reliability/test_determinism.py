@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import LOOSE_CUES
 
 BIN = Path(sys.executable).parent
@@ -60,7 +59,7 @@ def test_another_seed_gives_other_weights(checkpoint: Path, tiny_world: Path, tm
     assert first["labels"] == other["labels"] and other["weights"] != first["weights"]
 
 
-@pytest.mark.parametrize("module, name", [("s4net.train", "train"), ("pipeline.seg_train", "train_segmenter")])
+@pytest.mark.parametrize("module, name", [("s4net.train", "train"), ("pipeline.segmenter.train", "train_segmenter")])
 def test_deterministic_flag_turns_torch_deterministic_algorithms_on_and_back_off(module: str, name: str,
                                                                                 monkeypatch) -> None:
     import importlib

@@ -6,16 +6,15 @@ with ENOSPC (after some files were written) or EROFS, as a full or read-only vol
 
 from __future__ import annotations
 
-import errno
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import proxy_label_args
-from pipeline.proxy_labels import is_done, read_manifests
+
+from pipeline.proxy_labels.manifest import is_done, read_manifests
 
 BIN = Path(sys.executable).parent
 
@@ -79,7 +78,7 @@ def test_segmenter_training_on_a_full_disk_keeps_its_last_checkpoint(tiny_world:
     # writes: train_config.json, last.pt at 2, then the disk is full at the checkpoint of iteration 4
     result = faulty_run(3, "ENOSPC", args)
     assert result.returncode == 1 and "No space left on device" in result.stderr, result.stderr[-2000:]
-    from pipeline.segmenter import read_segmenter
+    from pipeline.segmenter.model import read_segmenter
 
     assert read_segmenter(tmp_path / "seg" / "checkpoints" / "last.pt")["iteration"] == 2
     assert not (tmp_path / "seg" / "model_final.pt").exists()

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from helpers import SMALL_S4NET, proxy_label_args
 
 BIN = Path(sys.executable).parent
@@ -145,7 +144,7 @@ def proxy_command(checkpoint: Path, world: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def proxy_straight(checkpoint: Path, tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from pipeline.proxy_labels import read_manifests
+    from pipeline.proxy_labels.manifest import read_manifests
 
     out = tmp_path_factory.mktemp("proxy_straight")
     run(proxy_command(checkpoint, tiny_world, out))
@@ -155,7 +154,7 @@ def proxy_straight(checkpoint: Path, tiny_world: Path, tmp_path_factory: pytest.
 @pytest.mark.parametrize("seed", SEEDS)
 def test_proxy_labels_killed_anywhere_resume_to_the_same_labels(checkpoint: Path, tiny_world: Path, tmp_path: Path,
                                                                 proxy_straight: dict[str, str], seed: int) -> None:
-    from pipeline.proxy_labels import read_manifests
+    from pipeline.proxy_labels.manifest import read_manifests
 
     lines = int(np.random.default_rng(seed).integers(1, 39))
     seen = kill_after(proxy_command(checkpoint, tiny_world, tmp_path), tmp_path / "manifest.jsonl", lines)
@@ -168,7 +167,7 @@ def test_proxy_labels_killed_anywhere_resume_to_the_same_labels(checkpoint: Path
 def test_stale_partial_outputs_of_an_old_crash_are_detected_and_redone(checkpoint: Path, tiny_world: Path,
                                                                        tmp_path: Path, proxy_straight: dict[str, str]) -> None:
     """A label truncated under its final name, a torn manifest line and a dead writer's temporary file."""
-    from pipeline.proxy_labels import read_manifests
+    from pipeline.proxy_labels.manifest import read_manifests
 
     run(proxy_command(checkpoint, tiny_world, tmp_path))
     manifest = tmp_path / "manifest.jsonl"

@@ -41,7 +41,7 @@ def test_workflow_shell_commands_survive_spaces_and_quotes_in_paths(tmp_path: Pa
 
 @pytest.mark.parametrize("entry", ["../outside.JPEG", "/etc/passwd", "train/../../outside.JPEG"])
 def test_keyword_tables_cannot_name_images_outside_their_root(tmp_path: Path, entry: str) -> None:
-    from pipeline.imagenet import ImageNetSubset
+    from pipeline.datasets.imagenet import ImageNetSubset
     from s4net.errors import InputError
 
     root = tmp_path / "root"
@@ -55,7 +55,7 @@ def test_keyword_tables_cannot_name_images_outside_their_root(tmp_path: Path, en
 
 @pytest.mark.parametrize("entry", ["../outside", "/etc/passwd"])
 def test_segmenter_id_lists_cannot_name_labels_outside_their_root(tmp_path: Path, entry: str) -> None:
-    from pipeline.seg_data import find_pairs
+    from pipeline.segmenter.data import find_pairs
     from s4net.errors import InputError
 
     (tmp_path / "images").mkdir()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import SMALL_S4NET
 
 BIN = Path(sys.executable).parent
@@ -56,7 +55,7 @@ def test_a_pickle_with_a_payload_is_refused_and_never_runs(tmp_path: Path, check
 
 
 def test_checkpoints_of_another_kind_or_version_say_so(tmp_path: Path, checkpoint: Path) -> None:
-    from pipeline.segmenter import SegmenterConfig, build_segmenter, save_segmenter
+    from pipeline.segmenter.model import SegmenterConfig, build_segmenter, save_segmenter
     from s4net.checkpoint import load_checkpoint, read_checkpoint
     from s4net.errors import InputError
 

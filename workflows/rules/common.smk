@@ -1,12 +1,17 @@
 # Parameters read from the config in one place; defaults and checks in workflows/schemas/config.schema.yaml.
+# What the package knows (cue names, shard file names, the ablations' run names) is asked of it, not restated.
 import json
 import os
-import re
 import shlex
 
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from pipeline.cues import CUES as KNOWN_CUES
+from pipeline.proxy_labels.manifest import Shard
+from s4net.reproduction.variants import PEER_BACKBONES, RUN_WILDCARDS, STUDIES as STUDY_NAMES
+from s4net.reproduction.variants import run_flags, study_peers, variant_run
 
 SCHEMA = os.path.join(workflow.basedir, "workflows", "schemas", "config.schema.yaml")
 validate(config, SCHEMA)  # a wrong key or type stops here, before any job, naming it
@@ -35,11 +40,11 @@ DEMO_SCALE = SETTINGS["demo_scale"]
 DEMO = DEMO_SCALE is not None
 GPUS = SETTINGS["gpus"]
 DEVICE = "cuda" if GPUS else "cpu"  # every job that runs a network
-JOBS = SETTINGS["resources"]  # rule name -> threads, mem_mb, runtime
+JOBS = SETTINGS["resources"]  # job kind -> threads, mem_mb, runtime
 S4NET = SETTINGS["s4net"]
 WSSS = SETTINGS["wsss"]
 SHARDS = WSSS["shards"]
-# how `wsss proxy-labels --shard I/N` names its manifest and summary (pipeline.proxy_labels.Shard.suffix)
+# how `wsss proxy-labels --shard I/N` names its manifest and summary (pipeline.proxy_labels.runner.Shard.suffix)
 SHARD_SUFFIX = f".shard-{{shard}}-of-{SHARDS}" if SHARDS > 1 else ""
 CUES = list(WSSS["cues"])
 CUE_PATTERN = "instances|saliency|cam_saliency"  # every cue `wsss proxy-labels --cue` knows
@@ -84,6 +89,13 @@ WORLD = f"{RESULTS}/data/world.json"  # the demo's generated world; every demo i
 def data_input(*keys):
     """Inputs for reading ``DATA[key]``: the demo world's marker file, or the user's files themselves."""
     return [WORLD] if DEMO else [DATA[key] for key in keys]
+
+
+def job_resources(kind, gpu=True):
+    """The memory and wall time of a job kind from the config's `resources` (and its GPUs, for the jobs that run a
+    network); a rule's threads are ``JOBS[kind]["threads"]``."""
+    spec = JOBS[kind]
+    return {"mem_mb": spec["mem_mb"], "runtime": spec["runtime"], **({"gpu": GPUS} if gpu else {})}
 
 
 def optional_flag(flag, value):
@@ -139,39 +151,19 @@ def named(pairs):
 
 EXPERIMENTS = SETTINGS["experiments"]
 EXPERIMENT_DIR = f"{RESULTS}/experiments"
-STUDIES = {study: list(EXPERIMENTS[study]) for study in ("masking", "alpha", "backbone")}
-BASE = {"masking": "ternary", "alpha": "1/3", "backbone": EXPERIMENTS["base_backbone"]}  # the paper's S4Net
+STUDIES = {study: list(EXPERIMENTS[study]) for study in STUDY_NAMES}
 
 
 def run_folder(study, variant, seed):
-    """Where the run of one variant of a study lives: named by all three settings, so that the variants
-    equal to the base (ternary, alpha 1/3, the base backbone) share one run across the studies."""
-    settings = dict(BASE, **{study: variant})
-    if study != "alpha" and settings["masking"] != "ternary":
-        settings["alpha"] = "1/3"  # the ring width only matters to ternary masking (and expanded's default)
-    alpha = re.sub(r"\W", "_", settings["alpha"])  # "1/3" -> "1_3"
-    return f"{EXPERIMENT_DIR}/runs/{settings['masking']}-a{alpha}-{settings['backbone']}/seed{seed}"
+    """Where the run of one variant of a study lives (runs equal to the paper's S4Net are shared across studies)."""
+    return f"{EXPERIMENT_DIR}/runs/{variant_run(study, variant, EXPERIMENTS['base_backbone'])}/seed{seed}"
 
 
-def run_flags(masking, alpha, backbone):
-    """The `s4net train` flags of one run folder's settings (alpha as written in its name, "1_3")."""
-    numerator, _, denominator = alpha.partition("_")
-    value = int(numerator) / int(denominator or 1)
-    return f"--masking {masking} --alpha {value!r} --backbone {backbone}"
-
-
-PEER_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")  # what tools/maskrcnn_peer.py builds
-
-
-def study_peers(study):
-    """{peer variant name: (its backbone, the S4Net variant it is compared with)} of a study."""
+def experiment_peers(study):
+    """{peer row name: (its backbone, the S4Net variant it is compared with)} of a study, when peers are on."""
     if not EXPERIMENTS["peer"]:
         return {}
-    if study == "masking" and "ternary" in STUDIES["masking"] and BASE["backbone"] in PEER_BACKBONES:
-        return {"Mask R-CNN": (BASE["backbone"], "ternary")}
-    if study == "backbone":
-        return {f"Mask R-CNN {b}": (b, b) for b in STUDIES["backbone"] if b in PEER_BACKBONES}
-    return {}
+    return study_peers(study, STUDIES[study], EXPERIMENTS["base_backbone"])
 
 
 def study_runs(study):
@@ -179,4 +171,4 @@ def study_runs(study):
     runs = [(variant, f"{run_folder(study, variant, seed)}/test_metrics.json")
             for variant in STUDIES[study] for seed in EXPERIMENTS["seeds"]]
     return runs + [(name, f"{EXPERIMENT_DIR}/peers/maskrcnn-{backbone}/seed{seed}/test_metrics.json")
-                   for name, (backbone, _) in study_peers(study).items() for seed in EXPERIMENTS["seeds"]]
+                   for name, (backbone, _) in experiment_peers(study).items() for seed in EXPERIMENTS["seeds"]]

@@ -11,9 +11,8 @@ rule imagenet_keywords:
         f"{RESULTS}/benchmarks/imagenet_keywords.tsv"
     log:
         f"{RESULTS}/logs/imagenet_keywords.log",
-    threads: 1
+    threads: JOBS["light"]["threads"]
     resources:
-        mem_mb=1000,
-        runtime=20,
+        **job_resources("light", gpu=False),
     shell:
         "wsss keywords --images {input.imagenet:q} --out {output.keywords:q} > {log:q} 2>&1"

@@ -12,8 +12,7 @@ rule demo_data:
         scale=DEMO_SCALE,
     threads: JOBS["demo_data"]["threads"]
     resources:
-        mem_mb=JOBS["demo_data"]["mem_mb"],
-        runtime=JOBS["demo_data"]["runtime"],
+        **job_resources("demo_data", gpu=False),
     shell:
         "wsss demo-data --out {params.out:q} --seed {params.seed} --scale {params.scale} "
         "--workers {threads} --overwrite --quiet > {log:q} 2>&1"

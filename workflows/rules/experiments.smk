@@ -16,8 +16,7 @@ rule experiment_world:
         scale=EXPERIMENTS["scale"],
     threads: JOBS["demo_data"]["threads"]
     resources:
-        mem_mb=JOBS["demo_data"]["mem_mb"],
-        runtime=JOBS["demo_data"]["runtime"],
+        **job_resources("demo_data", gpu=False),
     shell:
         "wsss demo-data --out {params.out:q} --seed {params.seed} --scale {params.scale} "
         "--workers {threads} --overwrite --quiet > {log:q} 2>&1"
@@ -35,9 +34,7 @@ rule experiment_train:
     log:
         f"{RESULTS}/logs/experiment_train_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.log",
     wildcard_constraints:
-        masking="[a-z]+",
-        alpha=r"[0-9]+(_[0-9]+)?",
-        backbone="[a-z0-9_]+",
+        **RUN_WILDCARDS,
         seed=r"\d+",
     params:
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
@@ -49,19 +46,19 @@ rule experiment_train:
         lr=EXPERIMENTS["lr"],
         lr_steps=" ".join(str(step) for step in EXPERIMENTS["lr_steps"]),
         warmup=EXPERIMENTS["warmup"],
+        grad_clip=EXPERIMENTS["grad_clip"],
+        checkpoint_every=EXPERIMENTS["checkpoint_every"],
         cpu_bf16=EXPERIMENTS["cpu_bf16"],
         device=DEVICE,
     threads: JOBS["experiment_train"]["threads"]
     resources:
-        mem_mb=JOBS["experiment_train"]["mem_mb"],
-        runtime=JOBS["experiment_train"]["runtime"],
-        gpu=GPUS,
+        **job_resources("experiment_train"),
     shell:
         "s4net train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
         "--out {params.out:q} --model-config {input.model_config:q} {params.variant} --size {params.size} "
         "--iterations {params.iterations} --batch-size {params.batch_size} --lr {params.lr} "
-        "--lr-steps {params.lr_steps} --warmup {params.warmup} --cpu-bf16 {params.cpu_bf16} --grad-clip 5.0 "
-        "--checkpoint-every 200 --seed {wildcards.seed} --cache --device {params.device} --quiet > {log:q} 2>&1"
+        "--lr-steps {params.lr_steps} --warmup {params.warmup} --cpu-bf16 {params.cpu_bf16} --grad-clip {params.grad_clip} "
+        "--checkpoint-every {params.checkpoint_every} --seed {wildcards.seed} --cache --device {params.device} --quiet > {log:q} 2>&1"
 
 
 rule experiment_evaluate:
@@ -74,25 +71,21 @@ rule experiment_evaluate:
     log:
         f"{RESULTS}/logs/experiment_evaluate_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.log",
     wildcard_constraints:
-        masking="[a-z]+",
-        alpha=r"[0-9]+(_[0-9]+)?",
-        backbone="[a-z0-9_]+",
+        **RUN_WILDCARDS,
         seed=r"\d+",
     params:
         salient=lambda wildcards, input: f"{os.path.dirname(input.world)}/salient",
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
-        runtime=JOBS["evaluate_s4net"]["runtime"],
-        gpu=GPUS,
+        **job_resources("evaluate_s4net"),
     shell:
         "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
         "--images {params.salient:q}/images --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"
 
 
 rule experiment_peer_train:
-    """torchvision Mask R-CNN with one backbone and one seed, trained as the S4Net runs are (tools/maskrcnn_peer.py)."""
+    """torchvision Mask R-CNN with one backbone and one seed, trained as the S4Net runs are (s4net peer train)."""
     input:
         world=rules.experiment_world.output.world,
     output:
@@ -102,7 +95,7 @@ rule experiment_peer_train:
     log:
         f"{RESULTS}/logs/experiment_peer_train_{{backbone}}_seed{{seed}}.log",
     wildcard_constraints:
-        backbone="resnet[0-9]+",
+        backbone="|".join(PEER_BACKBONES),
         seed=r"\d+",
     params:
         out=lambda wildcards, output: os.path.dirname(output.checkpoint),
@@ -113,18 +106,19 @@ rule experiment_peer_train:
         lr=EXPERIMENTS["lr"],
         lr_steps=" ".join(str(step) for step in EXPERIMENTS["lr_steps"]),
         warmup=EXPERIMENTS["warmup"],
+        grad_clip=EXPERIMENTS["grad_clip"],
+        checkpoint_every=EXPERIMENTS["checkpoint_every"],
         cpu_bf16=EXPERIMENTS["cpu_bf16"],
         device=DEVICE,
     threads: JOBS["experiment_train"]["threads"]
     resources:
-        mem_mb=JOBS["experiment_train"]["mem_mb"],
-        runtime=JOBS["experiment_train"]["runtime"],
-        gpu=GPUS,
+        **job_resources("experiment_train"),
     shell:
-        "python tools/maskrcnn_peer.py train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
+        "s4net peer train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
         "--out {params.out:q} --backbone {wildcards.backbone} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
-        "--grad-clip 5.0 --cpu-bf16 {params.cpu_bf16} --seed {wildcards.seed} --device {params.device} --quiet > {log:q} 2>&1"
+        "--grad-clip {params.grad_clip} --checkpoint-every {params.checkpoint_every} --cpu-bf16 {params.cpu_bf16} "
+        "--seed {wildcards.seed} --device {params.device} --quiet > {log:q} 2>&1"
 
 
 rule experiment_peer_evaluate:
@@ -137,18 +131,16 @@ rule experiment_peer_evaluate:
     log:
         f"{RESULTS}/logs/experiment_peer_evaluate_{{backbone}}_seed{{seed}}.log",
     wildcard_constraints:
-        backbone="resnet[0-9]+",
+        backbone="|".join(PEER_BACKBONES),
         seed=r"\d+",
     params:
         salient=lambda wildcards, input: f"{os.path.dirname(input.world)}/salient",
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
-        runtime=JOBS["evaluate_s4net"]["runtime"],
-        gpu=GPUS,
+        **job_resources("evaluate_s4net"),
     shell:
-        "python tools/maskrcnn_peer.py evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
+        "s4net peer evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
         "--images {params.salient:q}/images --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"
 
 
@@ -164,15 +156,14 @@ rule experiment_table:
     log:
         f"{RESULTS}/logs/experiment_table_{{study}}.log",
     wildcard_constraints:
-        study="masking|alpha|backbone",
+        study="|".join(STUDY_NAMES),
     params:
         runs=lambda wildcards: " ".join(shlex.quote(f"{variant}={path}") for variant, path in study_runs(wildcards.study)),
         peers=lambda wildcards: " ".join(shlex.quote(f"{name}={variant}")
-                                         for name, (_, variant) in study_peers(wildcards.study).items()),
-    threads: 1
+                                         for name, (_, variant) in experiment_peers(wildcards.study).items()),
+    threads: JOBS["light"]["threads"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **job_resources("light", gpu=False),
     shell:
         "s4net ablation-table --study {wildcards.study} --runs {params.runs} --peers {params.peers} --paper {input.paper:q} "
         "--out {output.table:q} --markdown {output.markdown:q} --plot {output.plot:q} > {log:q} 2>&1"
@@ -193,9 +184,7 @@ rule experiment_gradients:
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
-        runtime=JOBS["evaluate_s4net"]["runtime"],
-        gpu=GPUS,
+        **job_resources("evaluate_s4net"),
     shell:
         "s4net explain --checkpoint {input.binary:q} {input.ternary:q} --annotations {params.salient:q}/test.json "
         "--images {params.salient:q}/images --out {output.maps:q} --device {params.device} --quiet > {log:q} 2>&1"

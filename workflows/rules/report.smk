@@ -39,8 +39,7 @@ rule report:
         seed=SEED,
     threads: JOBS["report"]["threads"]
     resources:
-        mem_mb=JOBS["report"]["mem_mb"],
-        runtime=JOBS["report"]["runtime"],
+        **job_resources("report", gpu=False),
     shell:
         "wsss report --s4net-metrics {input.s4net:q} --segmenter {params.segmenters} --predictions {params.predictions} "
         "--proxy-labels {params.labels} {params.scores} {params.proxy_gt} --imagenet {params.imagenet:q} "

@@ -22,6 +22,7 @@ rule train_s4net:
         lr_steps=" ".join(str(s) for s in S4NET["lr_steps"]),
         warmup=S4NET["warmup"],
         grad_clip=S4NET["grad_clip"],
+        checkpoint_every=S4NET["checkpoint_every"],
         cpu_bf16=S4NET["cpu_bf16"],
         scale_jitter=f"--scale-jitter {S4NET['scale_jitter'][0]} {S4NET['scale_jitter'][1]}" if S4NET["scale_jitter"] else "",
         device=DEVICE,
@@ -29,14 +30,12 @@ rule train_s4net:
         pretrained=optional_flag("--pretrained", S4NET["pretrained"]),  # an input too: a missing file stops the plan
     threads: JOBS["train_s4net"]["threads"]
     resources:
-        mem_mb=JOBS["train_s4net"]["mem_mb"],
-        runtime=JOBS["train_s4net"]["runtime"],
-        gpu=GPUS,
+        **job_resources("train_s4net"),
     shell:
         "s4net train --annotations {params.annotations:q} --images {params.images:q} --out {params.out:q} "
         "--model-config {input.model_config:q} {params.pretrained} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
-        "--grad-clip {params.grad_clip} --cpu-bf16 {params.cpu_bf16} {params.scale_jitter} --checkpoint-every 100 "
+        "--grad-clip {params.grad_clip} --cpu-bf16 {params.cpu_bf16} {params.scale_jitter} --checkpoint-every {params.checkpoint_every} "
         "--seed {params.seed} --cache --device {params.device} --workers {params.workers} --quiet > {log:q} 2>&1"
 
 
@@ -57,9 +56,7 @@ rule evaluate_s4net:
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        mem_mb=JOBS["evaluate_s4net"]["mem_mb"],
-        runtime=JOBS["evaluate_s4net"]["runtime"],
-        gpu=GPUS,
+        **job_resources("evaluate_s4net"),
     shell:
         "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.annotations:q} "
         "--images {params.images:q} --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"

@@ -22,9 +22,7 @@ rule instance_classifier:
         device=DEVICE,
     threads: JOBS["instance_classifier"]["threads"]
     resources:
-        mem_mb=JOBS["instance_classifier"]["mem_mb"],
-        runtime=JOBS["instance_classifier"]["runtime"],
-        gpu=GPUS,
+        **job_resources("instance_classifier"),
     shell:
         "wsss instance-classifier --checkpoint {input.checkpoint:q} --images {params.images:q} "
         "--keywords {params.keywords:q} --out {output.classifier:q} --seed {params.seed} "
@@ -52,9 +50,7 @@ rule train_cam:
         **{key: value for key, value in WSSS["cam"].items() if key not in ("pretrained", "threshold")},
     threads: JOBS["train_cam"]["threads"]
     resources:
-        mem_mb=JOBS["train_cam"]["mem_mb"],
-        runtime=JOBS["train_cam"]["runtime"],
-        gpu=GPUS,
+        **job_resources("train_cam"),
     shell:
         "wsss train-cam --images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} "
         "--backbone {params.backbone} {params.pretrained} --size {params.size} --iterations {params.iterations} "
@@ -89,9 +85,7 @@ rule proxy_labels:
         device=DEVICE,
     threads: JOBS["proxy_labels"]["threads"]
     resources:
-        mem_mb=JOBS["proxy_labels"]["mem_mb"],
-        runtime=JOBS["proxy_labels"]["runtime"],
-        gpu=GPUS,
+        **job_resources("proxy_labels"),
     shell:
         "wsss proxy-labels --checkpoint {input.checkpoint:q} {params.models} "
         "--images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} --cue {wildcards.cue} "
@@ -138,9 +132,7 @@ rule train_segmenter:
         **{key: value for key, value in WSSS["segmenter"].items() if key != "encoder_weights"},
     threads: JOBS["train_segmenter"]["threads"]
     resources:
-        mem_mb=JOBS["train_segmenter"]["mem_mb"],
-        runtime=JOBS["train_segmenter"]["runtime"],
-        gpu=GPUS,
+        **job_resources("train_segmenter"),
     shell:
         "wsss train-segmenter {params.data} --out {params.out:q} "
         "--arch {params.arch} --encoder {params.encoder} {params.encoder_weights} --iterations {params.iterations} "
@@ -168,9 +160,7 @@ rule evaluate_segmenter:
         device=DEVICE,
     threads: JOBS["evaluate_segmenter"]["threads"]
     resources:
-        mem_mb=JOBS["evaluate_segmenter"]["mem_mb"],
-        runtime=JOBS["evaluate_segmenter"]["runtime"],
-        gpu=GPUS,
+        **job_resources("evaluate_segmenter"),
     shell:
         "wsss evaluate --checkpoint {input.checkpoint:q} --voc-root {params.voc:q} --split {params.split} "
         "--save-predictions {output.predictions:q} --device {params.device} --out {output.metrics:q} --quiet > {log:q} 2>&1"
@@ -191,10 +181,9 @@ rule score_proxy_labels:
     params:
         labels=lambda wildcards: f"{RESULTS}/proxy/{wildcards.cue}/labels",
         gt=DATA["proxy_gt"],
-    threads: 1
+    threads: JOBS["light"]["threads"]
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **job_resources("light", gpu=False),
     shell:
         "wsss score --pred {params.labels:q} --gt {params.gt:q} --out {output.scores:q} > {log:q} 2>&1"
 
@@ -210,9 +199,8 @@ rule provenance:
     params:
         out=lambda wildcards, output: os.path.dirname(output.settings),
         settings=json.dumps(SETTINGS, sort_keys=True),
-    threads: 1
+    threads: JOBS["light"]["threads"]
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **job_resources("light", gpu=False),
     shell:
         "wsss provenance --out {params.out:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -1,0 +1,297 @@
+"""Class activation maps (CAMs) from a classifier trained on image keywords alone.
+
+The attention half of the paper's Table 5 row "Att + Sal": a ResNet whose last stage
+keeps stride 16, a 1x1 convolution giving one activation map per VOC class, and the
+image's class scores as the maps' spatial mean (Zhou et al., CVPR 2016). It is trained
+with a multi-label loss on the keywords of the images to be labelled: it never sees a
+mask or a box. :mod:`pipeline.cues` thresholds its maps inside the saliency foreground
+(the ``cam_saliency`` cue).
+
+``wsss train-cam`` writes, under its output folder: ``train_config.json``,
+``metrics.jsonl``, ``checkpoints/last.pt`` (full state, atomic; a killed run resumes
+from it and sees the same batches) and the final ``cam.pt`` (weights and config,
+loads with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.classes import FOREGROUND_CLASSES
+from pipeline.datasets.imagenet import ImageNetSubset
+from s4net.engine import (
+    MetricsLog,
+    autocast_context,
+    newest_readable_state,
+    optimizer_step,
+    parameter_groups,
+    poly_factor,
+    resolve_device,
+    restore_training,
+)
+from s4net.errors import InputError
+from s4net.io.atomic import write_json
+from s4net.io.states import StateFormat, fit_weights, read_state, save_state
+from s4net.models.backbones import build_backbone, normalise_imagenet
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = StateFormat("wsss-cam-classifier", 1, "CAM classifier", hint="train one with `wsss train-cam`")
+CAM_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    """The CAM classifier and how it is trained.
+
+    Attributes:
+        backbone: a ResNet; its last stage runs at stride 16 instead of 32 (finer maps).
+        size: images are resized to ``size`` x ``size`` for training and for the maps.
+        iterations, batch_size, lr, momentum, weight_decay: SGD with the poly schedule (power 0.9).
+        holdout: fraction of images kept out of training to report keyword accuracy (0: none).
+        seed: initialisation, order, flips and the hold-out split.
+    """
+
+    backbone: str = "resnet18"
+    size: int = 160
+    iterations: int = 1500
+    batch_size: int = 16
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    holdout: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in CAM_BACKBONES:
+            raise ValueError(f"CamConfig.backbone={self.backbone!r}; expected one of {list(CAM_BACKBONES)}")
+        if self.size < 32 or self.iterations < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"CamConfig needs size >= 32, iterations >= 1, batch_size >= 1, lr > 0, weight_decay >= 0; got {self}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"CamConfig.holdout={self.holdout} must be in [0, 1)")
+
+    def model_fields(self) -> dict[str, Any]:
+        """What a saved model needs to be rebuilt (the training schedule aside)."""
+        return {"backbone": self.backbone, "size": self.size}
+
+
+def squashed(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8[size, size, 3]: the image resized to a square (aspect not kept), as the classifier sees it."""
+    return np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+class CamNet(nn.Module):
+    """ResNet (last stage at stride 16) -> one activation map per class; image logits are the maps' mean."""
+
+    def __init__(self, backbone: str = "resnet18", size: int = 160, pretrained: str | None = None,
+                 classes: int = len(FOREGROUND_CLASSES)) -> None:
+        super().__init__()
+        self.body = build_backbone(backbone, norm="bn", pretrained=pretrained)
+        for module in self.body.stages[3][0].modules():  # the stride-2 convolutions of the last stage's first block
+            if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+                module.stride = (1, 1)
+        self.classifier = nn.Conv2d(self.body.out_channels[-1], classes, kernel_size=1, bias=False)
+        self.backbone, self.size = backbone, size
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images [B, 3, H, W] -> (logits [B, C], maps [B, C, H/16, W/16])."""
+        maps = self.classifier(self.body(images)["c5"])
+        return maps.mean(dim=(2, 3)), maps
+
+    @torch.no_grad()
+    def keyword_maps(self, image: np.ndarray, keywords: Sequence[str]) -> np.ndarray:
+        """float32[len(keywords), H, W] in [0, 1]: each keyword's CAM at image resolution, over its own maximum.
+
+        The image is resized to ``size`` x ``size`` as in training; the maps of the image and
+        of its mirror are averaged.
+        """
+        height, width = image.shape[:2]
+        device = next(self.parameters()).device
+        batch = torch.from_numpy(squashed(image, self.size)).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+        batch = torch.cat([batch, batch.flip(-1)])
+        columns = [FOREGROUND_CLASSES.index(k) for k in keywords]
+        _, maps = self(normalise_imagenet(batch))
+        maps = F.relu(maps[:, columns].float())
+        maps = (maps[0] + maps[1].flip(-1)) / 2
+        maps = F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        peak = maps.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1)
+        return (maps / peak).cpu().numpy().astype(np.float32)
+
+
+def keyword_targets(keywords: Sequence[str]) -> torch.Tensor:
+    """float[20]: 1 for each of the image's keywords."""
+    target = torch.zeros(len(FOREGROUND_CLASSES))
+    for name in keywords:
+        target[FOREGROUND_CLASSES.index(name)] = 1.0
+    return target
+
+
+def split_holdout(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) image indices: a seeded ``fraction`` held out, at least one image kept to train on."""
+    order = np.random.default_rng(seed).permutation(count).tolist()
+    held = min(int(round(count * fraction)), count - 1)
+    return sorted(order[held:]), sorted(order[:held])
+
+
+class KeywordImages(torch.utils.data.Dataset):
+    """(image, keyword targets) of a subset; items are ``(index, flip)`` pairs from :class:`SeededKeywordBatches`."""
+
+    def __init__(self, subset: ImageNetSubset, size: int) -> None:
+        self.subset, self.size = subset, size
+
+    def __len__(self) -> int:
+        return len(self.subset)
+
+    def __getitem__(self, item: tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, flip = item
+        sample = self.subset[index]
+        resized = squashed(sample.image, self.size)
+        image = torch.from_numpy(np.ascontiguousarray(resized[:, ::-1] if flip else resized)).permute(2, 0, 1)
+        return image.float().div(255), keyword_targets(sample.keywords)
+
+
+class SeededKeywordBatches(torch.utils.data.Sampler):
+    """Batches of ``(index, flip)`` from ``start`` to ``iterations``; each batch a pure function of (seed, iteration)."""
+
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start: int, iterations: int) -> None:
+        self.indices, self.batch_size, self.seed = np.asarray(indices), batch_size, seed
+        self.start, self.iterations = start, iterations
+
+    def __len__(self) -> int:
+        return self.iterations - self.start
+
+    def __iter__(self):
+        for iteration in range(self.start, self.iterations):
+            rng = np.random.default_rng([self.seed, iteration])
+            picks = rng.choice(self.indices, size=self.batch_size, replace=len(self.indices) < self.batch_size)
+            flips = rng.random(self.batch_size) < 0.5
+            yield [(int(i), bool(f)) for i, f in zip(picks, flips)]
+
+
+def save_cam(path: str | os.PathLike, model: CamNet, **state: Any) -> None:
+    """Write the model's config and weights (and any extra ``state``) atomically."""
+    save_state(path, CHECKPOINT, config={"backbone": model.backbone, "size": model.size}, model=model.state_dict(),
+               **state)
+
+
+def read_cam(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw contents of a CAM classifier file, checked."""
+    return read_state(path, CHECKPOINT, map_location)
+
+
+def load_cam(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[CamNet, dict[str, Any]]:
+    """The CAM classifier (eval mode) and its training report."""
+    payload = read_cam(path, map_location)
+    try:
+        model = CamNet(**payload["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(path, f"bad config in CAM classifier: {exc}") from None
+    fit_weights(model, payload["model"], path)
+    return model.to(map_location).eval(), dict(payload.get("report") or {})
+
+
+@torch.no_grad()
+def keyword_accuracy(model: CamNet, dataset: KeywordImages, indices: Sequence[int], device: torch.device,
+                     batch_size: int = 16) -> float | None:
+    """Share of images whose top-k classes (k = their keyword count) are exactly their keywords."""
+    if not indices:
+        return None
+    model.eval()
+    hits = 0
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[(i, False)] for i in indices[start:start + batch_size]]
+        images = torch.stack([image for image, _ in items]).to(device)
+        targets = torch.stack([target for _, target in items])
+        logits, _ = model(normalise_imagenet(images))
+        for scores, target in zip(logits.float().cpu(), targets):
+            k = int(target.sum())
+            hits += int(set(scores.topk(k).indices.tolist()) == set(target.nonzero().flatten().tolist()))
+    model.train()
+    return hits / len(indices)
+
+
+def train_cam(
+    images: str | os.PathLike, out: str | os.PathLike, keywords: str | os.PathLike | None = None,
+    config: CamConfig = CamConfig(), pretrained: str | None = None, device: str = "auto", checkpoint_every: int = 200,
+    log_every: int = 20, progress: bool = True,
+) -> Path:
+    """Train (or resume) the CAM classifier on a keyword-tagged image set; returns the path of ``cam.pt``."""
+    with torch.random.fork_rng(devices=[]):
+        return _train(images, Path(out), keywords, config, pretrained, device, checkpoint_every, log_every, progress)
+
+
+def _train(images, out: Path, keywords, cfg: CamConfig, pretrained, device_name: str, checkpoint_every: int,
+           log_every: int, progress: bool) -> Path:
+    subset = ImageNetSubset(images, keywords)
+    if len(subset) < 2:
+        raise InputError(subset.root, f"{len(subset)} keyword-tagged images: too few to train a CAM classifier")
+    device = resolve_device(device_name)
+    checkpoints = out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final_path, last_path, metrics_path = out / "cam.pt", checkpoints / "last.pt", out / "metrics.jsonl"
+    key = {**asdict(cfg), "pretrained": str(pretrained) if pretrained else None, "images": len(subset)}
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        model = CamNet(cfg.backbone, cfg.size, pretrained).to(device)
+    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state, state_path = newest_readable_state([last_path], lambda p: read_cam(p, map_location=device))
+    start = 0
+    if state is not None:
+        start = restore_training(state, key, state_path, model, optimizer, scaler, metrics_path)
+    elif metrics_path.exists():
+        metrics_path.unlink()
+    train_ids, held_ids = split_holdout(len(subset), cfg.holdout, cfg.seed)
+    write_json(out / "train_config.json", {**key, "train_images": len(train_ids), "heldout_images": len(held_ids)}, indent=2)
+    if start >= cfg.iterations and final_path.exists():
+        return final_path
+    dataset = KeywordImages(subset, cfg.size)
+    sampler = SeededKeywordBatches(train_ids, cfg.batch_size, cfg.seed, start, cfg.iterations)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0)
+    model.train()
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train CAM classifier", unit="it",
+               dynamic_ncols=True)
+    metrics = metrics_path.open("a", encoding="utf-8")
+    log_metrics = MetricsLog(metrics, cfg.batch_size, log_every, cfg.iterations)
+    try:
+        for iteration, (batch, targets) in enumerate(loader, start=start):
+            factor = poly_factor(iteration, cfg.iterations, 0.9)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * factor
+            batch, targets = batch.to(device), targets.to(device)
+            with autocast_context(device, use_amp, False):
+                logits, _ = model(normalise_imagenet(batch))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"CAM classifier loss is not finite at iteration {iteration}; last good checkpoint: "
+                                   f"{last_path if last_path.exists() else 'none yet'}")
+            optimizer_step(loss, model, optimizer, scaler)
+            done = iteration + 1
+            bar.update(1)
+            means = log_metrics.add(done, cfg.lr * factor, {"loss": float(loss.detach())})
+            if means is not None:
+                bar.set_postfix(loss=f"{means['loss']:.3f}")
+            if (checkpoint_every and done % checkpoint_every == 0) or done == cfg.iterations:
+                save_cam(last_path, model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), iteration=done,
+                         train=key)
+    finally:
+        bar.close()
+        metrics.close()
+    report = {"heldout_keyword_accuracy": keyword_accuracy(model, dataset, held_ids, device),
+              "heldout_images": len(held_ids), "train_images": len(train_ids), "iterations": cfg.iterations}
+    log.info("CAM classifier: held-out keyword accuracy %s on %d images", report["heldout_keyword_accuracy"], len(held_ids))
+    save_cam(final_path, model, report=report, train=key)
+    write_json(out / "report.json", report, indent=2)
+    return final_path

@@ -1,0 +1,90 @@
+"""The semantic segmenter (DeepLab from segmentation-models-pytorch) and its checkpoints."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.classes import NUM_CLASSES
+from s4net.config import config_from_mapping
+from s4net.errors import InputError
+from s4net.io.states import StateFormat, fit_weights, read_state, save_state
+
+ARCHITECTURES = ("deeplabv3plus", "deeplabv3")
+CHECKPOINT = StateFormat("wsss-segmenter", 1, "segmenter checkpoint", hint="train one with `wsss train-segmenter`")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Which DeepLab to build.
+
+    Attributes:
+        arch: ``deeplabv3plus`` or ``deeplabv3``.
+        encoder: a segmentation-models-pytorch encoder name (``resnet101``, ``resnet18``, ...).
+        classes: output classes (21 for VOC: background and 20 objects).
+    """
+
+    arch: str = "deeplabv3plus"
+    encoder: str = "resnet101"
+    classes: int = NUM_CLASSES
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown segmenter architecture {self.arch!r}; expected one of {list(ARCHITECTURES)}")
+        if self.classes < 2:
+            raise ValueError(f"SegmenterConfig.classes={self.classes} must be >= 2")
+
+
+def build_segmenter(config: SegmenterConfig, encoder_weights: str | os.PathLike | None = None) -> nn.Module:
+    """A DeepLab with random weights, or its encoder loaded from a local ImageNet checkpoint.
+
+    Nothing is downloaded: ``encoder_weights`` is a torchvision-style state dict file
+    (e.g. ``resnet101-63fe2227.pth``) whose keys match the encoder (``fc.*`` is dropped).
+    """
+    import segmentation_models_pytorch as smp
+
+    try:
+        model = smp.create_model(config.arch, encoder_name=config.encoder, encoder_weights=None, classes=config.classes)
+    except KeyError as exc:
+        raise InputError(None, f"unknown encoder {config.encoder!r} for segmentation-models-pytorch ({exc})") from None
+    if encoder_weights is not None:
+        path = Path(encoder_weights)
+        if not path.is_file():
+            raise InputError(
+                path,
+                "encoder weights not found; nothing is downloaded at run time: fetch the torchvision ImageNet "
+                f"weights of {config.encoder} yourself and pass their path (or train without --encoder-weights)",
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = nn.Module.load_state_dict(model.encoder, state)  # smp's override returns nothing
+        if missing or unexpected:
+            raise InputError(path, f"does not fit encoder {config.encoder}: {len(missing)} missing, {len(unexpected)} unexpected keys")
+    return model
+
+
+def save_segmenter(path: str | os.PathLike, model: nn.Module, config: SegmenterConfig, **state: Any) -> None:
+    """Write config, weights and any extra ``state`` atomically (loads with ``weights_only=True``)."""
+    save_state(path, CHECKPOINT, config=asdict(config), model=model.state_dict(), **state)
+
+
+def read_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw contents of a segmenter checkpoint, checked."""
+    return read_state(path, CHECKPOINT, map_location)
+
+
+def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, SegmenterConfig]:
+    """Model (eval mode) and config from a segmenter checkpoint."""
+    payload = read_segmenter(path, map_location)
+    try:
+        config = config_from_mapping(SegmenterConfig, payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"bad config in segmenter checkpoint: {exc}") from None
+    model = build_segmenter(config)
+    fit_weights(model, payload["model"], path)
+    return model.to(map_location).eval(), config

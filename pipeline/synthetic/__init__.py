@@ -1,5 +1,0 @@
-"""A deterministic synthetic "salient world" in the real dataset formats (COCO, ImageNet, VOC)."""
-
-from pipeline.synthetic.world import SCALES, WorldScale, generate_world
-
-__all__ = ["SCALES", "WorldScale", "generate_world"]

@@ -1,0 +1,54 @@
+"""Where and how precisely training runs: the device, autocast, deterministic algorithms."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def autocast_context(device: torch.device, cuda_amp: bool, cpu_bf16: bool) -> torch.autocast:
+    """float16 autocast on CUDA when ``cuda_amp``, bfloat16 on CPU when ``cpu_bf16``, else a no-op."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", enabled=cuda_amp)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cpu_bf16 and device.type == "cpu")
+
+
+def resolve_cpu_bf16(choice: str) -> bool:
+    """``on``/``off``, or ``auto``: on where oneDNN reports bfloat16 support (AVX512 or AMX)."""
+    if choice not in ("on", "off", "auto"):
+        raise ValueError(f"cpu_bf16={choice!r} must be on, off or auto")
+    if choice != "auto":
+        return choice == "on"
+    try:
+        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        supported = False
+    log.info("bfloat16 autocast on CPU: %s (auto)", "on" if supported else "off")
+    return supported
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available")
+    return device
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """torch's deterministic algorithms on inside the block when ``enabled``; the caller's setting after it."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)

@@ -1,0 +1,77 @@
+"""Resuming a run: its ``last.pt`` (or the newest readable snapshot), checked against the run's settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from s4net.engine.metrics_log import trim_metrics
+from s4net.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """``field: old -> new`` for every (nested) setting that differs, comma-separated."""
+    parts = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name, "<unset>"), new.get(name, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = settings_diff(a, b, f"{prefix}{name}.")
+            parts += [inner] if inner else []
+        elif a != b:
+            parts.append(f"{prefix}{name}: {a} -> {b}")
+    return ", ".join(parts)
+
+
+def restore_training(
+    state: dict[str, Any], key: dict[str, Any], last_path: Path, model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, metrics_path: Path,
+) -> int:
+    """Load a ``last.pt`` state written with the same settings (``key``); returns the iteration to go on from.
+
+    Metrics lines logged after that checkpoint (by a run killed later) are dropped.
+    """
+    if state.get("train") != key:
+        changed = settings_diff(state.get("train") or {}, key)
+        raise InputError(last_path, f"was written with different training settings ({changed}); use another --out or "
+                                    "delete the folder to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    start = int(state["iteration"])
+    log.info("resuming from %s at iteration %d", last_path, start)
+    trim_metrics(metrics_path, start)
+    return start
+
+
+def newest_readable_state(
+    candidates: Sequence[Path], read: Callable[[Path], dict[str, Any]],
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """The first of ``candidates`` (newest first) that reads as a checkpoint, and its path.
+
+    One that exists but cannot be read (truncated or corrupted outside our atomic writes) is
+    renamed ``<name>.corrupt`` with a warning and the next is tried; ``(None, None)`` when none is left.
+    """
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            return read(path), path
+        except InputError as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            log.warning("%s; moved it to %s and looked for an earlier state", exc, aside.name)
+    return None, None
+
+
+def prune_snapshots(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` periodic snapshots ``iter_N.pt`` (0: keep all)."""
+    if keep <= 0:
+        return
+    for old in sorted(folder.glob("iter_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
