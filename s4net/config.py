@@ -8,7 +8,7 @@ option (see ``docs`` in the field comments and ``s4net-original-code-notes``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "mobilenet_v2")
@@ -90,7 +90,6 @@ class S4NetConfig:
     compress_channels: int = 128
     branch_channels: tuple[int, int] = (128, 64)
     branch_crop: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.anchor_ratios = tuple(float(r) for r in self.anchor_ratios)

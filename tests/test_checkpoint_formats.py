@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "checkpoints"
@@ -74,6 +75,16 @@ def test_segmenter_checkpoints_load() -> None:
     assert (config.arch, config.encoder, config.classes) == ("deeplabv3plus", "resnet18", 21)
     _weights_loaded(model, _stored(path)["model"])
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 21, 64, 64)
+
+
+def test_a_segmenter_checkpoint_with_an_unknown_config_key_is_refused(tmp_path: Path) -> None:
+    from pipeline.segmenter.model import load_segmenter
+    from s4net.errors import InputError
+
+    payload = _stored(FIXTURES / "segmenter_model_final.pt")
+    torch.save({**payload, "config": {**payload["config"], "colour": "red"}}, tmp_path / "odd.pt")
+    with pytest.raises(InputError, match=r"unknown SegmenterConfig field\(s\) \['colour'\]"):
+        load_segmenter(tmp_path / "odd.pt")
 
 
 def test_segmenter_training_state_restores(tmp_path: Path) -> None:

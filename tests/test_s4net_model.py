@@ -152,6 +152,36 @@ def test_config_validation_names_the_field() -> None:
     assert S4NetConfig.from_dict(json.loads(json.dumps(S4NetConfig().to_dict()))) == S4NetConfig()
 
 
+@pytest.mark.parametrize("text, key", [("backbone: resnet18\nextra: {}\n", "extra"),
+                                       ("backbone: resnet18\nfpn_chanels: 64\n", "fpn_chanels")])
+def test_a_model_config_with_an_unknown_key_fails_in_one_line_naming_it(
+        tiny_world: Path, tmp_path: Path, capsys, text: str, key: str) -> None:
+    config = tmp_path / "model.yaml"
+    config.write_text(text)
+    salient = tiny_world / "salient"
+    code = s4net_main(["train", "--annotations", str(salient / "train.json"), "--images", str(salient / "images"),
+                       "--out", str(tmp_path / "out"), "--model-config", str(config), "--size", "64",
+                       "--iterations", "1", "--device", "cpu", "-q"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1, error
+    assert f"unknown S4NetConfig field(s) ['{key}']" in error[0] and str(config) in error[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_whose_config_has_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    model = s4net.build_model(S4NetConfig(backbone="resnet18", **SMALL))
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    payload = read_checkpoint(path)
+    torch.save({**payload, "config": {**payload["config"], "colour": "red"}}, tmp_path / "odd.pt")
+    refusal = r"odd.pt: bad config in checkpoint: unknown S4NetConfig field\(s\) \['colour'\]"
+    with pytest.raises(InputError, match=refusal):
+        s4net.load_checkpoint(tmp_path / "odd.pt")
+    # release 0.1.0 stored a field `extra: {}` that nothing read: such checkpoints load as before
+    torch.save({**payload, "config": {**payload["config"], "extra": {}}}, tmp_path / "old.pt")
+    assert s4net.load_checkpoint(tmp_path / "old.pt").config == model.config
+
+
 def test_pretrained_weights_missing_gives_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="nothing is downloaded at run time"):
         s4net.build_model(S4NetConfig(backbone="resnet18", pretrained=str(tmp_path / "resnet18.pth")))
