@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`.
+# The two commands of the README: `make demo` and `make test` (and `make lint`, which CI runs too).
 # Both create .venv on first use (pinned torch/torchvision, then the project in editable mode).
 
 PYTHON ?= python3.11
@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_DIR   ?= demo_out
 CORES      ?= 2
 
-.PHONY: venv demo test clean-demo
+.PHONY: venv demo test lint clean-demo
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test: $(STAMP)
 	@$(VENV)/bin/pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; refusing to pass" >&2; fi; \
 	exit $$rc
+
+# ruff with the settings in pyproject.toml: line length, import order, pyflakes, bugbear
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -25,7 +25,8 @@ def high_water_mib() -> float:
                     return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS: Linux is what we run
+    # KiB on Linux, bytes on macOS: Linux is what we run
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _measure(work: Callable[..., Any], args: tuple) -> tuple[float, float]:

@@ -49,7 +49,8 @@ def timed_run(command: list[str], log: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", type=Path, required=True, help="a synthetic world (wsss demo-data), e.g. demo_out/data")
+    parser.add_argument("--world", type=Path, required=True,
+                        help="a synthetic world (wsss demo-data), e.g. demo_out/data")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--work", type=Path, default=ROOT / "bench_out" / "peer", help="training folders and logs")
     parser.add_argument("--out", type=Path)
@@ -64,14 +65,15 @@ def main() -> int:
             "--quiet"]
     runs = {}
     for name, train, evaluate in (
-        ("s4net", [str(bin_dir / "s4net"), "train", "--model-config", str(ROOT / "workflows/configs/s4net_demo_model.yaml"),
-                   "--cache", "--checkpoint-every", "100"],
+        ("s4net", [str(bin_dir / "s4net"), "train", "--model-config",
+                   str(ROOT / "workflows/configs/s4net_demo_model.yaml"), "--cache", "--checkpoint-every", "100"],
          [str(bin_dir / "s4net"), "evaluate"]),
         ("maskrcnn", [str(bin_dir / "s4net"), "peer", "train", "--backbone", "resnet18", "--checkpoint-every", "20"],
          [str(bin_dir / "s4net"), "peer", "evaluate"]),
     ):
         folder = args.work / f"{name}-{args.iterations}"
-        seconds = timed_run([*train, *data, "--out", str(folder), *schedule(args.iterations)], args.work / f"{name}_train.log")
+        seconds = timed_run([*train, *data, "--out", str(folder), *schedule(args.iterations)],
+                            args.work / f"{name}_train.log")
         metrics_path = folder / "test_metrics.json"
         timed_run([*evaluate, "--checkpoint", str(folder / "model_final.pt"), *test, "--out", str(metrics_path)],
                   args.work / f"{name}_evaluate.log")

@@ -67,8 +67,9 @@ def child(args: argparse.Namespace) -> int:
         from pipeline.proxy_labels.runner import ProxyLabelSettings, run_proxy_labels
 
         settings = ProxyLabelSettings(cue="instances", crf=CRFConfig() if args.child == "proxy+crf" else None)
-        summary = run_proxy_labels(args.checkpoint, args.images, args.scratch_out, keywords=args.keywords, settings=settings,
-                                   classifier_path=args.classifier, workers=args.workers, batch_size=8, progress=False)
+        summary = run_proxy_labels(args.checkpoint, args.images, args.scratch_out, keywords=args.keywords,
+                                   settings=settings, classifier_path=args.classifier, workers=args.workers,
+                                   batch_size=8, progress=False)
         count = summary["written"]
     print(json.dumps({"seconds": time.perf_counter() - start, "images": count}))
     return 0
@@ -76,8 +77,9 @@ def child(args: argparse.Namespace) -> int:
 
 def run_child(mode: str, images: Path, keywords: Path, args: argparse.Namespace, scratch: Path) -> dict:
     out = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{mode}-"))
-    command = [sys.executable, "-m", "bench.proxy_labels", "--child", mode, "--images", str(images), "--keywords", str(keywords),
-               "--checkpoint", str(args.checkpoint), "--classifier", str(args.classifier), "--scratch-out", str(out),
+    command = [sys.executable, "-m", "bench.proxy_labels", "--child", mode, "--images", str(images), "--keywords",
+               str(keywords), "--checkpoint", str(args.checkpoint), "--classifier", str(args.classifier),
+               "--scratch-out", str(out),
                "--threads", str(args.threads), "--workers", str(args.workers)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     stdout = process.stdout.read()
@@ -93,12 +95,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, help="synthetic world (holds imagenet/)")
     parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--classifier", type=Path, help="instance classifier (default: trained once into the scratch folder)")
+    parser.add_argument("--classifier", type=Path,
+                        help="instance classifier (default: trained once into the scratch folder)")
     parser.add_argument("--counts", type=int, nargs=2, default=[100, 1000], help="small and large image counts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="processes for CRF and writing")
     parser.add_argument("--modes", nargs="+", choices=("inference", "proxy", "proxy+crf"),
-                        default=["inference", "proxy", "proxy+crf"], help="contenders on the large count (proxy also runs the small)")
+                        default=["inference", "proxy", "proxy+crf"],
+                        help="contenders on the large count (proxy also runs the small)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", choices=("inference", "proxy", "proxy+crf"), help=argparse.SUPPRESS)
     parser.add_argument("--images", type=Path, help=argparse.SUPPRESS)
@@ -138,11 +142,13 @@ def main() -> int:
         "runs": list(runs.values()) + ([proxy_small] if proxy_small else []),
     }
     if "inference" in runs:
-        for mode, key in (("proxy", "proxy_overhead_vs_inference"), ("proxy+crf", "proxy_with_crf_overhead_vs_inference")):
+        for mode, key in (("proxy", "proxy_overhead_vs_inference"),
+                          ("proxy+crf", "proxy_with_crf_overhead_vs_inference")):
             if mode in runs:
                 report[key] = runs["inference"]["images_per_s"] / runs[mode]["images_per_s"] - 1.0
     if proxy_small:
-        report["peak_rss_mib"] = {f"{small} images": proxy_small["peak_rss_mib"], f"{large} images": runs["proxy"]["peak_rss_mib"]}
+        report["peak_rss_mib"] = {f"{small} images": proxy_small["peak_rss_mib"],
+                                  f"{large} images": runs["proxy"]["peak_rss_mib"]}
         report["peak_rss_ratio_large_over_small"] = runs["proxy"]["peak_rss_mib"] / proxy_small["peak_rss_mib"]
     emit(report, args.out)
     return 0

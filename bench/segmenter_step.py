@@ -63,7 +63,8 @@ def real_loop_images_per_s(world: Path, encoder: str, batch: int, crop: int, ste
 
 
 def memory_work(kind: str, world: Path, encoder: str, batch: int, crop: int, threads: int) -> None:
-    """A few iterations of the model step alone (``model_step``) or of the real loop (``real_loop``), for peak memory."""
+    """A few iterations of the model step alone (``model_step``) or of the real loop (``real_loop``),
+    for peak memory."""
     torch.set_num_threads(threads)
     if kind == "model_step":
         model_step_images_per_s(encoder, batch, crop, steps=5, warmup=0)

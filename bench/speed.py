@@ -82,7 +82,8 @@ def with_proposals(fn: Callable[[], object], boxes: torch.Tensor) -> Callable[[]
     return run
 
 
-def stage_times(model: s4net_module.S4Net, images: torch.Tensor, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
+def stage_times(model: s4net_module.S4Net, images: torch.Tensor, warmup: int, repeats: int,
+                device: torch.device) -> dict[str, float]:
     """Median seconds of each S4Net stage (random-weight proposals), run one after the other on the same input."""
     import torch.nn.functional as F
 
@@ -119,7 +120,8 @@ def stage_times(model: s4net_module.S4Net, images: torch.Tensor, warmup: int, re
     return {name: timed(fn, warmup, repeats, device)["median_s"] for name, fn in stages.items()}
 
 
-def branch_sweep(size: int, counts: list[int], warmup: int, repeats: int, device: torch.device) -> list[dict[str, object]]:
+def branch_sweep(size: int, counts: list[int], warmup: int, repeats: int,
+                 device: torch.device) -> list[dict[str, object]]:
     """Segmentation-branch seconds against the number of proposals, for each way of placing its windows."""
     model = s4net_model("resnet50", size, 20, device)
     features = torch.relu(torch.randn(1, model.config.compress_channels, size // 8, size // 8, device=device))
@@ -142,7 +144,8 @@ def branch_sweep(size: int, counts: list[int], warmup: int, repeats: int, device
             "whole map": whole_map,
         }, warmup, repeats, device)
         for windows, t in times.items():
-            runs.append({"model": "s4net segmentation branch", "proposals": count, "boxes": "objects", "windows": windows, **t})
+            runs.append({"model": "s4net segmentation branch", "proposals": count, "boxes": "objects",
+                         "windows": windows, **t})
     return runs
 
 
@@ -201,14 +204,16 @@ def main() -> int:
         "s4net_version": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else platform.processor() or platform.machine()),
         "threads": args.threads,
         "input": [size, size],
         "note": "random weights and inputs; 20 detections for both detectors; S4Net runs as `s4net predict` does "
         "(BatchNorm folded, channels last, exact branch windows); the contenders are timed in turns. "
         "`proposals` says where S4Net's boxes came from: its own random-weight head, or seeded random boxes "
         f"with sides in {BOX_SIDES} px",
-        "targets": {"time_vs_bare_resnet50_at_most": TARGET_TIME_VS_BARE, "speedup_vs_maskrcnn_at_least": TARGET_SPEEDUP_VS_MASKRCNN},
+        "targets": {"time_vs_bare_resnet50_at_most": TARGET_TIME_VS_BARE,
+                    "speedup_vs_maskrcnn_at_least": TARGET_SPEEDUP_VS_MASKRCNN},
         "runs": [],
     }
     runs: list[dict[str, object]] = report["runs"]  # type: ignore[assignment]
@@ -233,7 +238,8 @@ def main() -> int:
                 }
                 for name, sides in BOX_SIDES.items():
                     boxes = random_boxes(20, sides, size, seed=0, device=device)
-                    contenders[f"s4net resnet50 [proposals: {name} boxes]"] = with_proposals(lambda: model(images), boxes)
+                    contenders[f"s4net resnet50 [proposals: {name} boxes]"] = with_proposals(
+                        lambda: model(images), boxes)
                 if not args.skip_maskrcnn:
                     maskrcnn = maskrcnn_model(size, device)
                     contenders["torchvision maskrcnn_resnet50_fpn"] = lambda: maskrcnn(image_list)
@@ -254,7 +260,8 @@ def main() -> int:
                             entry["speedup_vs_maskrcnn"] = maskrcnn_s / t["median_s"]
                             entry["meets_speedup_target"] = entry["speedup_vs_maskrcnn"] >= TARGET_SPEEDUP_VS_MASKRCNN
                     runs.append(entry)
-                s4_entry = next(r for r in runs if r["model"] == "s4net resnet50 [proposals: random-weight head]" and r["batch"] == batch)
+                s4_entry = next(r for r in runs if r["model"] == "s4net resnet50 [proposals: random-weight head]"
+                                and r["batch"] == batch)
                 s4_entry["stages_median_s"] = stage_times(model, images, args.warmup, args.repeats, device)
                 if not args.skip_maskrcnn:
                     runs[-1]["detections"] = [len(o["boxes"]) for o in maskrcnn(image_list)]
@@ -276,7 +283,8 @@ def main() -> int:
         runs.extend(branch_sweep(size, args.proposals, args.warmup, args.repeats, device))
 
     if device.type == "cpu":
-        report["memory_note"] = "peak_rss_mib: a fresh process running 3 batch-1 float32 forwards of that contender alone"
+        report["memory_note"] = ("peak_rss_mib: a fresh process running 3 batch-1 float32 forwards of that "
+                                 "contender alone")
         for entry in runs:
             if entry["model"] in MEMORY_CONTENDERS and entry.get("batch") == 1 and entry.get("precision") == "fp32" \
                     and not (args.skip_maskrcnn and entry["model"].startswith("torchvision")):

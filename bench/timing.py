@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 
 
-def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: torch.device) -> dict[str, dict[str, float]]:
+def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int,
+                device: torch.device) -> dict[str, dict[str, float]]:
     """Median and spread of each callable over ``repeats`` rounds after ``warmup`` rounds.
 
     The callables are taken in turns within each round, so drifts of the machine hit

@@ -28,7 +28,8 @@ from s4net.engine import autocast_context
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def random_batch(batch: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def random_batch(batch: int, size: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """Images in [0, 1] with 1-3 rectangular instances each (boxes and their masks)."""
     images = torch.rand(batch, 3, size, size, generator=generator)
     targets = []
@@ -45,7 +46,8 @@ def random_batch(batch: int, size: int, generator: torch.Generator) -> tuple[tor
 
 
 def contender(name: str, config: S4NetConfig, size: int, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]):
-    """(model in train mode, its SGD, its inputs) of ``fp32``/``bf16`` (S4Net) or ``maskrcnn fp32``/``maskrcnn bf16``."""
+    """(model in train mode, its SGD, its inputs) of ``fp32``/``bf16`` (S4Net) or ``maskrcnn fp32``/``maskrcnn
+    bf16``."""
     torch.manual_seed(0)
     if name.startswith("maskrcnn"):
         from s4net.reproduction.maskrcnn_peer import PeerConfig, build_maskrcnn, peer_targets
@@ -107,7 +109,8 @@ def main() -> int:
         "torchvision": torchvision.__version__,
         "device": platform.processor() or platform.machine(),
         "threads": args.threads,
-        "model_config": str(args.model_config.relative_to(ROOT) if args.model_config.is_relative_to(ROOT) else args.model_config),
+        "model_config": str(args.model_config.relative_to(ROOT) if args.model_config.is_relative_to(ROOT)
+                            else args.model_config),
         "input": [args.size, args.size],
         "batch": args.batch,
         "runs": [
@@ -121,7 +124,8 @@ def main() -> int:
     if args.peer:
         report["peer"] = f"torchvision Mask R-CNN {config.backbone}-FPN (s4net peer)"
         report["maskrcnn_step_over_s4net"] = {
-            precision: times[f"maskrcnn {precision}"]["median_s"] / times[precision]["median_s"] for precision in ("fp32", "bf16")
+            precision: times[f"maskrcnn {precision}"]["median_s"] / times[precision]["median_s"]
+            for precision in ("fp32", "bf16")
         }
     emit(report, args.out)
     return 0

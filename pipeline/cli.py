@@ -65,9 +65,9 @@ def _proxy_labels(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     summary = run_proxy_labels(
-        args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings, classifier_path=args.classifier,
-        cam_path=args.cam, shard=shard, workers=args.workers, batch_size=args.batch_size, device=args.device, overlays=args.overlays,
-        progress=not args.quiet,
+        args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings,
+        classifier_path=args.classifier, cam_path=args.cam, shard=shard, workers=args.workers,
+        batch_size=args.batch_size, device=args.device, overlays=args.overlays, progress=not args.quiet,
     )
     print(
         f"proxy labels ({summary['cue']}{', crf' if summary['crf'] else ''}) shard {shard.index}/{shard.count}: "
@@ -89,10 +89,12 @@ def _instance_classifier(args: argparse.Namespace) -> int:
         raise InputError(None, str(exc)) from None
     model = load_checkpoint(args.checkpoint, map_location=args.device).for_inference()
     subset = ImageNetSubset(args.images, args.keywords)
-    _, report = fit_instance_classifier(model, subset, assignment, config, args.out, args.batch_size, args.device, not args.quiet)
+    _, report = fit_instance_classifier(model, subset, assignment, config, args.out, args.batch_size, args.device,
+                                        not args.quiet)
     held = report["heldout_accuracy"]
     print(f"instance classifier: {report['instances']} instances of {len(report['classes_seen'])} classes, "
-          f"train accuracy {report['train_accuracy']:.3f}, held-out {'n/a' if held is None else f'{held:.3f}'}; wrote {args.out}")
+          f"train accuracy {report['train_accuracy']:.3f}, held-out {'n/a' if held is None else f'{held:.3f}'}; "
+          f"wrote {args.out}")
     return 0
 
 
@@ -100,8 +102,8 @@ def _train_cam(args: argparse.Namespace) -> int:
     from pipeline.cues.cam import CamConfig, train_cam
 
     try:
-        config = CamConfig(backbone=args.backbone, size=args.size, iterations=args.iterations, batch_size=args.batch_size,
-                           lr=args.lr, holdout=args.holdout, seed=args.seed)
+        config = CamConfig(backbone=args.backbone, size=args.size, iterations=args.iterations,
+                           batch_size=args.batch_size, lr=args.lr, holdout=args.holdout, seed=args.seed)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     path = train_cam(args.images, args.out, args.keywords, config, args.pretrained, args.device, args.checkpoint_every,
@@ -197,13 +199,17 @@ def _add_cue_options(parser: argparse.ArgumentParser) -> None:
     from pipeline.cues.label_painting import ProxyConfig
 
     a, p = AssignmentConfig(), ProxyConfig()
-    parser.add_argument("--score-threshold", type=float, default=a.score_threshold, help="instances scoring less are not salient")
-    parser.add_argument("--min-area", type=float, default=a.min_area, help="smaller instances (fraction of the image) are ignore")
-    parser.add_argument("--mask-threshold", type=float, default=a.mask_threshold, help="mask probability counted for areas")
+    parser.add_argument("--score-threshold", type=float, default=a.score_threshold,
+                        help="instances scoring less are not salient")
+    parser.add_argument("--min-area", type=float, default=a.min_area,
+                        help="smaller instances (fraction of the image) are ignore")
+    parser.add_argument("--mask-threshold", type=float, default=a.mask_threshold,
+                        help="mask probability counted for areas")
     parser.add_argument("--min-confidence", type=float, default=a.min_confidence,
                         help="unmatched instances of multi-keyword images below this classifier probability are ignore")
     parser.add_argument("--foreground", type=float, default=p.foreground, help="mask probability painting a class")
-    parser.add_argument("--background", type=float, default=p.background, help="below this for all instances: background")
+    parser.add_argument("--background", type=float, default=p.background,
+                        help="below this for all instances: background")
     parser.add_argument("--border", type=int, default=p.border, help="ignore band (px) along label boundaries")
     parser.add_argument("--cam-threshold", type=float, default=p.cam_threshold,
                         help="cam_saliency: normalised activation a foreground pixel's strongest keyword needs")
@@ -251,12 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     keywords = commands.add_parser(
         "keywords",
         help="derive a keyword table from ImageNet wnid folders",
-        description="Write IMAGES-relative paths and VOC keywords for IMAGES/<split>/<wnid>/* using the wnid -> VOC map.",
+        description="Write IMAGES-relative paths and VOC keywords for IMAGES/<split>/<wnid>/* using the wnid -> "
+                    "VOC map.",
     )
     keywords.add_argument("--images", type=Path, required=True, help="ImageNet root (holds train/<wnid>/)")
     keywords.add_argument("--out", type=Path, required=True, help="keyword CSV to write")
     keywords.add_argument("--split", default="train", help="sub-folder holding the wnid folders (default train)")
-    keywords.add_argument("--wnid-map", type=Path, default=None, help="TSV wnid/imagenet_label/voc_class (default: shipped)")
+    keywords.add_argument("--wnid-map", type=Path, default=None,
+                          help="TSV wnid/imagenet_label/voc_class (default: shipped)")
     add_verbosity(keywords)
     keywords.set_defaults(handler=_keywords)
 
@@ -273,10 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--out", type=Path, required=True, help="output folder")
     proxy.add_argument("--cue", choices=CUES, default="instances",
                        help="instances (the method), saliency (the baseline: one class-agnostic map) or cam_saliency "
-                            "(the saliency foreground of multi-keyword images split by class activation maps; needs --cam)")
+                            "(the saliency foreground of multi-keyword images split by class activation maps; "
+                            "needs --cam)")
     proxy.add_argument("--crf", action="store_true", help="refine with a dense CRF (ignore stays ignore)")
     proxy.add_argument("--classifier", type=Path, default=None,
-                       help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, trained if missing)")
+                       help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, "
+                            "trained if missing)")
     proxy.add_argument("--cam", type=Path, default=None, help="CAM classifier for --cue cam_saliency (wsss train-cam)")
     proxy.add_argument("--shard", default="0/1", help="I/N: label only images whose position modulo N is I")
     proxy.add_argument("--workers", type=positive_int, default=1, help="processes for CRF and writing")
@@ -288,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     classifier = commands.add_parser(
         "instance-classifier",
         help="train the instance classifier used to assign several keywords",
-        description="Train it on the salient instances of the single-keyword images (mask-pooled S4Net backbone features).",
+        description="Train it on the salient instances of the single-keyword images (mask-pooled S4Net backbone "
+                    "features).",
     )
     _add_images_options(classifier)
     classifier.add_argument("--out", type=Path, required=True, help="classifier file to write (.pt)")
@@ -314,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--out", type=Path, required=True, help="output folder")
     cam.add_argument("--backbone", default=c.backbone, choices=CAM_BACKBONES)
     cam.add_argument("--pretrained", default=None,
-                     help="local ImageNet weights of the backbone (.pth) or 'torchvision' (its cache); default: from scratch")
+                     help="local ImageNet weights of the backbone (.pth) or 'torchvision' (its cache); "
+                          "default: from scratch")
     cam.add_argument("--size", type=positive_int, default=c.size, help="square input size (px)")
     cam.add_argument("--iterations", type=positive_int, default=c.iterations)
     cam.add_argument("--batch-size", type=positive_int, default=c.batch_size)
@@ -392,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     provenance = commands.add_parser(
         "provenance",
         help="record the settings, code version and Python environment of a run",
-        description="Write OUT/settings.json (the settings given), OUT/code.json (versions, git describe) and OUT/pip_freeze.txt.",
+        description="Write OUT/settings.json (the settings given), OUT/code.json (versions, git describe) and "
+                    "OUT/pip_freeze.txt.",
     )
     provenance.add_argument("--out", type=Path, required=True)
     provenance.add_argument("--settings", default="{}", help="the run's settings as JSON")
@@ -407,13 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "repeat, one per label source or cue.",
     )
     report.add_argument("--s4net-metrics", type=Path, required=True, help="s4net evaluate's json")
-    report.add_argument("--segmenter", nargs="+", required=True, metavar="NAME=PATH", help="wsss evaluate's json per source")
+    report.add_argument("--segmenter", nargs="+", required=True, metavar="NAME=PATH",
+                        help="wsss evaluate's json per source")
     report.add_argument("--proxy-scores", nargs="*", default=[], metavar="NAME=PATH", help="wsss score's json per cue")
     report.add_argument("--proxy-labels", nargs="*", default=[], metavar="NAME=DIR", help="proxy-label folder per cue")
     report.add_argument("--imagenet", type=Path, default=None, help="image root of the proxy labels")
     report.add_argument("--keywords", type=Path, default=None, help="keyword CSV of the proxy-labelled images")
     report.add_argument("--proxy-gt", type=Path, default=None, help="ground-truth masks of those images, if known")
-    report.add_argument("--predictions", nargs="*", default=[], metavar="NAME=DIR", help="predicted label folder per source")
+    report.add_argument("--predictions", nargs="*", default=[], metavar="NAME=DIR",
+                        help="predicted label folder per source")
     report.add_argument("--voc-root", type=Path, default=None, help="the VOC2012 folder the predictions are of")
     report.add_argument("--split", default="val")
     report.add_argument("--benchmarks", type=Path, default=None, help="folder of Snakemake benchmark .tsv files")

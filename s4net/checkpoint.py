@@ -31,7 +31,8 @@ def build_model(config: S4NetConfig | dict[str, Any]) -> torch.nn.Module:
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **state: Any) -> None:
     """Write model weights, its config and version (plus any extra ``state``) atomically."""
     if getattr(model, "inference_only", False):
-        raise ValueError("refusing to save a model whose BatchNorm was folded for inference: its weights no longer fit its config")
+        raise ValueError("refusing to save a model whose BatchNorm was folded for inference: its weights no longer "
+                         "fit its config")
     save_state(path, CHECKPOINT, s4net_version=__version__, config=model.config.to_dict(), model=model.state_dict(),
                **state)
 

@@ -183,7 +183,7 @@ def original_protocol_ap(
     """
     aps = [
         ap
-        for gt, pred, scores in zip(gt_masks, pred_masks, pred_scores)
+        for gt, pred, scores in zip(gt_masks, pred_masks, pred_scores, strict=True)
         if (ap := _original_image_ap(gt, pred, scores, iou_threshold, max_predictions, score_threshold)) is not None
     ]
     return float(np.mean(aps)) if aps else math.nan

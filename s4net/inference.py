@@ -49,7 +49,8 @@ class Detections:
 FEATURE_LEVELS = ("c3", "c4", "c5")
 
 
-def mask_pooled_features(levels: dict[str, torch.Tensor], masks: torch.Tensor, names: Sequence[str] = FEATURE_LEVELS) -> torch.Tensor:
+def mask_pooled_features(levels: dict[str, torch.Tensor], masks: torch.Tensor,
+                         names: Sequence[str] = FEATURE_LEVELS) -> torch.Tensor:
     """Tensor[K, D]: each level's features of one image averaged inside each mask, levels concatenated.
 
     Args:
@@ -85,7 +86,8 @@ def _load(item: tuple[Any, Path]) -> tuple[Any, Path, np.ndarray | None, str | N
         return key, path, None, exc.problem
 
 
-def _prefetch(pool: ThreadPoolExecutor, items: Iterable[tuple[Any, Path]], ahead: int) -> Iterator[tuple[Any, Path, np.ndarray | None, str | None]]:
+def _prefetch(pool: ThreadPoolExecutor, items: Iterable[tuple[Any, Path]],
+              ahead: int) -> Iterator[tuple[Any, Path, np.ndarray | None, str | None]]:
     """Decoded items in order, at most ``ahead`` decoded or decoding at a time (memory stays flat)."""
     pending: deque = deque()
     for item in items:
@@ -126,7 +128,10 @@ def run_detector(
             batch: list[tuple[Any, np.ndarray]] = []
 
             def flush() -> Iterator[Detections]:
-                tensors = [torch.from_numpy(np.require(img, requirements="W")).to(device).permute(2, 0, 1).float().div_(255.0) for _, img in batch]
+                tensors = [
+                    torch.from_numpy(np.require(img, requirements="W")).to(device).permute(2, 0, 1).float().div_(255.0)
+                    for _, img in batch
+                ]
                 captured.clear()
                 with torch.inference_mode():
                     outputs = model(tensors)
@@ -137,7 +142,7 @@ def run_detector(
                             mask_pooled_features({k: v[i] for k, v in levels.items()}, out["masks"][:, 0]).cpu().numpy()
                             for i, out in enumerate(outputs)
                         ]
-                for (key, img), out, feats in zip(batch, outputs, pooled):
+                for (key, img), out, feats in zip(batch, outputs, pooled, strict=True):
                     yield Detections(
                         key=key,
                         image=img,
@@ -170,7 +175,7 @@ def run_detector(
 def coco_results(image_id: int, detections: Detections, mask_threshold: float = 0.5) -> list[dict[str, Any]]:
     """COCO results entries (RLE masks binarised at ``mask_threshold``, category 1) of one image."""
     results = []
-    for box, score, prob in zip(detections.boxes, detections.scores, detections.masks):
+    for box, score, prob in zip(detections.boxes, detections.scores, detections.masks, strict=True):
         x1, y1, x2, y2 = (float(v) for v in box)
         results.append(
             {

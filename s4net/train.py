@@ -167,7 +167,8 @@ def _train(cfg: TrainConfig, progress: bool) -> Path:
 
     start = 0
     snapshots = sorted(checkpoints.glob("iter_*.pt"), reverse=True)
-    state, state_path = newest_readable_state([last_path, *snapshots], lambda p: read_checkpoint(p, map_location=device))
+    state, state_path = newest_readable_state([last_path, *snapshots],
+                                              lambda p: read_checkpoint(p, map_location=device))
     if state is not None:
         start = restore_training(state, cfg.resume_key(), state_path, model, optimizer, scaler, metrics_path)
     elif metrics_path.exists():
@@ -203,7 +204,8 @@ def _train(cfg: TrainConfig, progress: bool) -> Path:
             prune_snapshots(checkpoints, cfg.keep_snapshots)
 
     model.train()
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train s4net", unit="it", dynamic_ncols=True)
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train s4net", unit="it",
+               dynamic_ncols=True)
     metrics = metrics_path.open("a", encoding="utf-8")
     log_metrics = MetricsLog(metrics, cfg.batch_size, cfg.log_every, cfg.iterations)
     try:
@@ -219,7 +221,8 @@ def _train(cfg: TrainConfig, progress: bool) -> Path:
             if not torch.isfinite(loss):
                 parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
                 kept = last_path if last_path.exists() else "none (no checkpoint was written yet)"
-                raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({parts}); last good checkpoint: {kept}")
+                raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({parts}); last good checkpoint: "
+                                       f"{kept}")
             optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
             done = iteration + 1
             bar.update(1)

@@ -79,7 +79,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, colours: np.ndarray | None 
         raise ValueError(f"width must be >= 1, got {width}")
     pil = Image.fromarray(image.copy())
     draw = ImageDraw.Draw(pil)
-    for box, colour in zip(boxes, colours):
+    for box, colour in zip(boxes, colours, strict=True):
         rect = _box_pixels(box, image.shape[0], image.shape[1])
         if rect is not None:
             draw.rectangle(rect, outline=_rgb(colour), width=width)
@@ -205,7 +205,7 @@ def side_by_side(panels: Sequence[np.ndarray], titles: Sequence[str] | None = No
     if titles is None:
         return out
     font = _font()
-    for x0, p, title in zip(starts, rgb, titles):
+    for x0, p, title in zip(starts, rgb, titles, strict=True):
         bar = Image.new("RGB", (p.shape[1], _TITLE_BAR))
         draw = ImageDraw.Draw(bar)
         left, top_, _, _ = draw.textbbox((0, 0), title, font=font)

@@ -15,7 +15,8 @@ def label_contacts(labels: np.ndarray) -> int:
 
 
 # A small S4Net for tests (random weights, 64 px) and proxy-label thresholds loose enough for it
-SMALL_S4NET = dict(norm="bn", image_size=64, fpn_channels=32, head_channels=32, compress_channels=16, branch_channels=(16, 8))
+SMALL_S4NET = dict(norm="bn", image_size=64, fpn_channels=32, head_channels=32, compress_channels=16,
+                   branch_channels=(16, 8))
 LOOSE_CUES = ["--score-threshold", "0", "--min-area", "0", "--foreground", "0.5", "--background", "0.45"]
 
 
@@ -23,7 +24,8 @@ def proxy_label_args(checkpoint: Path, world: Path, out: Path, *extra: str, batc
     """`wsss proxy-labels` arguments over a synthetic world's ImageNet subset, with the loose cue thresholds."""
     imagenet = world / "imagenet"
     return ["proxy-labels", "--checkpoint", str(checkpoint), "--images", str(imagenet), "--keywords",
-            str(imagenet / "keywords.csv"), "--out", str(out), "--batch-size", str(batch_size), "-q", *LOOSE_CUES, *extra]
+            str(imagenet / "keywords.csv"), "--out", str(out), "--batch-size", str(batch_size), "-q", *LOOSE_CUES,
+            *extra]
 
 
 def random_s4net_checkpoint(path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Ablation tables (s4net.reproduction.ablation, `s4net ablation-table`) and the `experiments` target of the workflow."""
+"""Ablation tables (s4net.reproduction.ablation, `s4net ablation-table`) and the `experiments` target of the
+workflow."""
 
 from __future__ import annotations
 
@@ -77,8 +78,9 @@ def test_cli_reads_runs_and_the_paper_file(tmp_path: Path) -> None:
         path.write_text(json.dumps(metrics(value, value - 0.2)))
         paths.append(f"{variant}={path}")
     result = subprocess.run([str(BIN / "s4net"), "ablation-table", "--study", "alpha", "--runs", *paths, "--paper",
-                             str(REPO / "workflows" / "configs" / "paper_tables.yaml"), "--out", str(tmp_path / "t.json"),
-                             "--markdown", str(tmp_path / "t.md"), "--plot", str(tmp_path / "t.png")],
+                             str(REPO / "workflows" / "configs" / "paper_tables.yaml"), "--out",
+                             str(tmp_path / "t.json"), "--markdown", str(tmp_path / "t.md"), "--plot",
+                             str(tmp_path / "t.png")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "t.json").read_text())
@@ -91,8 +93,8 @@ def test_cli_reads_runs_and_the_paper_file(tmp_path: Path) -> None:
 
 
 def test_experiments_target_plans_each_distinct_run_once(tmp_path: Path) -> None:
-    result = subprocess.run([str(BIN / "snakemake"), "experiments", "--directory", str(REPO), "--dry-run", "--cores", "2",
-                             "--configfile", str(REPO / "workflows" / "configs" / "demo.yaml"),
+    result = subprocess.run([str(BIN / "snakemake"), "experiments", "--directory", str(REPO), "--dry-run",
+                             "--cores", "2", "--configfile", str(REPO / "workflows" / "configs" / "demo.yaml"),
                              "--config", f"results={tmp_path}"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     counts = dict(line.split() for line in result.stdout.splitlines()
@@ -128,9 +130,9 @@ def test_tiny_experiments_run_end_to_end(tmp_path: Path) -> None:
                                          "branch_channels: [16, 8]\n")
     (tmp_path / "exp.yaml").write_text(TINY.replace("MODEL", str(tmp_path / "model.yaml")))
     result = subprocess.run([str(BIN / "snakemake"), "experiments", "--directory", str(REPO), "--cores", "2",
-                             "--configfile", str(REPO / "workflows" / "configs" / "demo.yaml"), str(tmp_path / "exp.yaml"),
-                             "--config", f"results={tmp_path / 'out'}"], capture_output=True, text=True, cwd=REPO,
-                            env={"PATH": f"{BIN}:/usr/bin:/bin"})
+                             "--configfile", str(REPO / "workflows" / "configs" / "demo.yaml"),
+                             str(tmp_path / "exp.yaml"), "--config", f"results={tmp_path / 'out'}"],
+                            capture_output=True, text=True, cwd=REPO, env={"PATH": f"{BIN}:/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]
     masking = json.loads((tmp_path / "out" / "experiments" / "masking.json").read_text())
     alpha = json.loads((tmp_path / "out" / "experiments" / "alpha.json").read_text())
@@ -143,4 +145,5 @@ def test_tiny_experiments_run_end_to_end(tmp_path: Path) -> None:
     assert "Ranking by mAP@0.5" in (tmp_path / "out" / "experiments" / "alpha.md").read_text()
     assert (tmp_path / "out" / "experiments" / "alpha.png").stat().st_size > 1000
     assert not (tmp_path / "out" / "experiments" / "backbone.md").exists()  # an empty study is skipped
-    assert len(list((tmp_path / "out" / "experiments" / "gradient_maps").glob("*.png"))) == 8  # Fig. 6, binary vs ternary
+    # Fig. 6, binary vs ternary
+    assert len(list((tmp_path / "out" / "experiments" / "gradient_maps").glob("*.png"))) == 8

@@ -159,7 +159,8 @@ def test_cam_classifier_learns_keywords_and_localises_them(tmp_path: Path) -> No
 def test_a_killed_cam_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _coloured_set(tmp_path / "set", count=12)
     config = CamConfig(size=32, iterations=6, batch_size=4, holdout=0.0)
-    whole = train_cam(root, tmp_path / "whole", root / "keywords.csv", config, device="cpu", checkpoint_every=3, progress=False)
+    whole = train_cam(root, tmp_path / "whole", root / "keywords.csv", config, device="cpu", checkpoint_every=3,
+                      progress=False)
 
     import pipeline.cues.cam as cam
 
@@ -174,7 +175,8 @@ def test_a_killed_cam_training_resumes_to_the_same_weights(tmp_path: Path, monke
 
     monkeypatch.setattr(cam.F, "binary_cross_entropy_with_logits", dies_at_iteration_4)
     with pytest.raises(KeyboardInterrupt):
-        train_cam(root, tmp_path / "resumed", root / "keywords.csv", config, device="cpu", checkpoint_every=3, progress=False)
+        train_cam(root, tmp_path / "resumed", root / "keywords.csv", config, device="cpu", checkpoint_every=3,
+                  progress=False)
     assert not (tmp_path / "resumed" / "cam.pt").exists()
     monkeypatch.setattr(cam.F, "binary_cross_entropy_with_logits", real)
     resumed = train_cam(root, tmp_path / "resumed", root / "keywords.csv", config, device="cpu", checkpoint_every=3,
@@ -195,8 +197,8 @@ def test_proxy_labels_with_the_cam_cue(checkpoint: Path, tiny_world: Path, tmp_p
     assert wsss_main(args) == 2  # a usage error
     assert "--cam" in capsys.readouterr().err
     assert wsss_main(["train-cam", "--images", str(imagenet), "--keywords", str(imagenet / "keywords.csv"), "--out",
-                      str(tmp_path / "cam"), "--size", "32", "--iterations", "2", "--batch-size", "2", "--device", "cpu",
-                      "-q"]) == 0
+                      str(tmp_path / "cam"), "--size", "32", "--iterations", "2", "--batch-size", "2", "--device",
+                      "cpu", "-q"]) == 0
     assert "held-out keyword accuracy" in capsys.readouterr().out
     cam = tmp_path / "cam" / "cam.pt"
     assert wsss_main([*args, "--cam", str(cam)]) == 0

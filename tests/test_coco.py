@@ -27,7 +27,7 @@ def test_reads_generated_salient_sets(tiny_world: Path) -> None:
             assert 1 <= n <= 5
             assert sample.boxes.shape == (n, 4) and sample.occluded.shape == (n,)
             assert sample.masks.shape[1:] == sample.image.shape[:2]
-            for box, mask in zip(sample.boxes, sample.masks):
+            for box, mask in zip(sample.boxes, sample.masks, strict=True):
                 ys, xs = np.nonzero(mask)
                 assert (box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).all()
             assert not (sample.masks.sum(axis=0) > 1).any(), "visible masks must not overlap"
@@ -99,7 +99,8 @@ def test_size_mismatch_and_rle_mismatch(tmp_path: Path) -> None:
 
 def test_mask_outside_image_is_clipped_or_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     anns = [
-        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[8, 6, 40, 6, 40, 40, 8, 40]], "bbox": [8, 6, 32, 34]},
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[8, 6, 40, 6, 40, 40, 8, 40]],
+         "bbox": [8, 6, 32, 34]},
         {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[50, 50, 60, 50, 60, 60]]},
     ]
     with caplog.at_level(logging.WARNING):
@@ -125,7 +126,7 @@ def test_real_coco_file_reads_class_agnostic(realdata: Path) -> None:
     for sample in dataset:
         expected = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[sample.image_id])) if not a["iscrowd"]]
         assert len(sample.masks) == len(expected)
-        for mask, ann in zip(sample.masks, sorted(expected, key=lambda a: a["id"])):
+        for mask, ann in zip(sample.masks, sorted(expected, key=lambda a: a["id"]), strict=True):
             assert np.array_equal(mask, coco.annToMask(ann))
         total += len(sample.masks)
     assert total == 35  # 36 instances, one of them iscrowd
@@ -144,7 +145,7 @@ def test_convert_masks_on_generated_voc(tiny_world: Path, tmp_path: Path) -> Non
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
         present = [k for k in np.unique(ids) if k not in (0, 255)]
         assert len(anns) == len(present)
-        for ann, k in zip(anns, present):
+        for ann, k in zip(anns, present, strict=True):
             assert ann["area"] == int((ids == k).sum())
             assert np.array_equal(coco.annToMask(ann), (ids == k).astype(np.uint8))
     dataset = SalientInstanceDataset(out, voc / "JPEGImages")
@@ -153,7 +154,8 @@ def test_convert_masks_on_generated_voc(tiny_world: Path, tmp_path: Path) -> Non
 
 def test_convert_masks_on_real_voc_objects(realdata: Path, tmp_path: Path) -> None:
     voc = realdata / "voc2012_seg16"
-    document = convert_instance_masks(voc / "JPEGImages", voc / "SegmentationObject", tmp_path / "o.json", progress=False)
+    document = convert_instance_masks(voc / "JPEGImages", voc / "SegmentationObject", tmp_path / "o.json",
+                                      progress=False)
     coco = COCO(str(tmp_path / "o.json"))
     assert [img["file_name"] for img in document["images"]] == ["2007_000033.jpg", "2007_000063.jpg"]
     for image in document["images"]:

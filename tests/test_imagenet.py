@@ -74,7 +74,7 @@ def test_generated_subset(tiny_world: Path) -> None:
     assert sum(len(e.keywords) > 1 for e in subset.entries) / len(subset) >= 0.2
     derived = ImageNetSubset(root)  # keywords from the folders alone: one each
     assert [e.image for e in derived.entries] == [e.image for e in subset.entries]
-    assert all(d.keywords == s.keywords[:1] for d, s in zip(derived.entries, subset.entries))
+    assert all(d.keywords == s.keywords[:1] for d, s in zip(derived.entries, subset.entries, strict=True))
 
 
 def _table(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -95,7 +95,8 @@ def test_keyword_table_tolerates_bom_blank_lines_and_separators(tmp_path: Path) 
     ("text", "words"),
     [
         ("image,keywords\ntrain/a.JPEG,dog\ntrain/b.JPEG,tiger\n", "line 3: unknown keyword 'tiger'"),
-        ("image,keywords\ntrain/a.JPEG,dog\ntrain/a.JPEG,cat\n", "line 3: image 'train/a.JPEG' already listed on line 2"),
+        ("image,keywords\ntrain/a.JPEG,dog\ntrain/a.JPEG,cat\n",
+         "line 3: image 'train/a.JPEG' already listed on line 2"),
         ("path,label\ntrain/a.JPEG,dog\n", "line 1: header must be 'image,keywords'"),
         ("image,keywords\ntrain/a.JPEG\n", "line 2: expected 2 columns"),
         ("image,keywords\ntrain/a.JPEG, \n", "line 2: no keywords"),

@@ -13,9 +13,9 @@ from s4net.cli import main as s4net_main
 
 def _train_args(world: Path, out: Path, *extra: str) -> list[str]:
     salient = world / "salient"
-    return ["peer", "train", "--annotations", str(salient / "train.json"), "--images", str(salient / "images"), "--out", str(out),
-            "--size", "64", "--batch-size", "2", "--iterations", "3", "--lr-steps", "2", "--warmup", "1",
-            "--checkpoint-every", "2", "--device", "cpu", "-q", *extra]
+    return ["peer", "train", "--annotations", str(salient / "train.json"), "--images", str(salient / "images"),
+            "--out", str(out), "--size", "64", "--batch-size", "2", "--iterations", "3", "--lr-steps", "2",
+            "--warmup", "1", "--checkpoint-every", "2", "--device", "cpu", "-q", *extra]
 
 
 def test_peer_trains_resumes_and_is_scored(tiny_world: Path, tmp_path: Path, monkeypatch, capsys) -> None:

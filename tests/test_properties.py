@@ -46,7 +46,8 @@ def test_rle_roundtrip_and_tight_box(mask: np.ndarray) -> None:
         inside = np.zeros_like(mask)
         inside[int(y) : int(y + h), int(x) : int(x + w)] = 1
         assert not (mask & ~inside.astype(bool)).any()
-        assert mask[int(y)].any() and mask[:, int(x)].any() and mask[int(y + h) - 1].any() and mask[:, int(x + w) - 1].any()
+        assert (mask[int(y)].any() and mask[:, int(x)].any() and mask[int(y + h) - 1].any()
+                and mask[:, int(x + w) - 1].any())
     else:
         assert (w, h) == (0.0, 0.0)
 

@@ -37,7 +37,8 @@ def test_results_doc_numbers_match_the_committed_bench_json() -> None:
     import json
 
     text = (REPO / "docs" / "RESULTS.md").read_text()
-    speed = {run["model"]: run for run in json.loads((REPO / "bench" / "results" / "speed_cpu.json").read_text())["runs"]}
+    speed = {run["model"]: run
+             for run in json.loads((REPO / "bench" / "results" / "speed_cpu.json").read_text())["runs"]}
     assert f"| {speed['torchvision maskrcnn_resnet50_fpn']['median_s']:.3f} |" in text
     assert f"| {speed['s4net resnet50 [proposals: random-weight head]']['median_s']:.3f} |" in text
     proxy = json.loads((REPO / "bench" / "results" / "proxy_labels_cpu.json").read_text())["runs"]

@@ -68,7 +68,7 @@ def test_every_masking_variant_trains_and_detects(masking: str) -> None:
     boxes = out["boxes"]
     assert torch.all(boxes[:, 0] >= 0) and torch.all(boxes[:, 2] <= 70) and torch.all(boxes[:, 3] <= 56)
     # masks are zero outside their (pixel-rounded) boxes
-    for box, mask in zip(boxes, out["masks"][:, 0]):
+    for box, mask in zip(boxes, out["masks"][:, 0], strict=True):
         x1, y1, x2, y2 = box.tolist()
         outside = mask.clone()
         outside[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))] = 0
@@ -95,13 +95,14 @@ def test_branch_crop_does_not_change_predictions() -> None:
             p.add_(torch.randn_like(p) * (0.2 if name.endswith("bias") else 0.02))
     images = [torch.rand(3, 320, 320), torch.rand(3, 200, 260)]
     cropped = model(images)
-    boxes = torch.cat([o["boxes"] * torch.tensor([320 / w, 320 / h] * 2) for o, (h, w) in zip(cropped, [(320, 320), (200, 260)])])
+    boxes = torch.cat([o["boxes"] * torch.tensor([320 / w, 320 / h] * 2)
+                       for o, (h, w) in zip(cropped, [(320, 320), (200, 260)], strict=True)])
     first, last = model.branch_spans(boxes, (40, 40), exact=True)
     assert len(window_groups(first, last)) > 1  # several window sizes are exercised
     assert bool(((last - first).prod(1) < 40 * 40).any())  # and some windows are smaller than the map
     model.config.branch_crop = False
     whole = model(images)
-    for a, b in zip(cropped, whole):
+    for a, b in zip(cropped, whole, strict=True):
         torch.testing.assert_close(a["masks"], b["masks"], rtol=1e-4, atol=1e-5)
 
 
@@ -137,7 +138,7 @@ def test_inference_mode_with_channels_last_gives_the_same_detections() -> None:
     before = model(images)
     model.for_inference()
     assert model.channels_last and model.compress.weight.is_contiguous(memory_format=torch.channels_last)
-    for a, b in zip(model(images), before):
+    for a, b in zip(model(images), before, strict=True):
         torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(a["masks"], b["masks"], rtol=1e-4, atol=1e-4)
 
@@ -242,7 +243,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("cpu_bf16", [False, True], ids=["fp32", "bf16"])
-def test_resume_after_kill_equals_uninterrupted_run(tiny_world: Path, tmp_path: Path, monkeypatch, cpu_bf16: bool) -> None:
+def test_resume_after_kill_equals_uninterrupted_run(tiny_world: Path, tmp_path: Path, monkeypatch,
+                                                    cpu_bf16: bool) -> None:
     straight = train(_train_config(tiny_world, tmp_path / "straight", cpu_bf16=cpu_bf16), progress=False)
 
     import s4net.train as train_module

@@ -87,7 +87,8 @@ def test_objectness_loss_normalises_positives_and_negatives_separately() -> None
     pos, neg = objectness_loss(logits, labels)
     p = torch.sigmoid(logits[0])
     assert pos.item() == pytest.approx(-(torch.log(p[0]) + torch.log(p[1])).item() / 2, rel=1e-5)
-    assert neg.item() == pytest.approx(-(torch.log(1 - p[2]) + torch.log(1 - p[3]) + torch.log(1 - p[4])).item() / 3, rel=1e-5)
+    assert neg.item() == pytest.approx(-(torch.log(1 - p[2]) + torch.log(1 - p[3]) + torch.log(1 - p[4])).item() / 3,
+                                       rel=1e-5)
     # tripling the negatives leaves both terms unchanged: neither set dominates by count
     more = torch.cat([logits, logits[:, 2:5].repeat(1, 2)], dim=1)
     more_labels = torch.cat([labels, torch.zeros((1, 6), dtype=torch.long)], dim=1)
@@ -108,7 +109,8 @@ def test_box_loss_only_on_positives() -> None:
 
 
 # ---------------------------------------------------------------- RoIMasking
-def reference_mask(box: list[float], variant: str, alpha: float, stride: int, size: tuple[int, int], sub: int = 16) -> np.ndarray:
+def reference_mask(box: list[float], variant: str, alpha: float, stride: int, size: tuple[int, int],
+                   sub: int = 16) -> np.ndarray:
     """Brute force: average the ideal mask function over sub x sub samples per cell."""
     h, w = size
     x1, y1, x2, y2 = box
@@ -150,7 +152,8 @@ def test_fractional_edges_weight_cells_by_covered_fraction() -> None:
     assert mask[2, 2].item() == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("box", [[0.0, 0.0, 40.0, 40.0], [200.0, 210.0, 240.0, 240.0], [0.0, 100.0, 240.0, 130.0], [0.0, 0.0, 240.0, 240.0]])
+@pytest.mark.parametrize("box", [[0.0, 0.0, 40.0, 40.0], [200.0, 210.0, 240.0, 240.0], [0.0, 100.0, 240.0, 130.0],
+                                 [0.0, 0.0, 240.0, 240.0]])
 def test_rings_touching_borders_are_clipped_not_wrapped(box: list[float]) -> None:
     mask = _full_masks(torch.tensor([box]), "ternary", 1 / 3, (30, 30))[0].numpy()
     np.testing.assert_allclose(mask, reference_mask(box, "ternary", 1 / 3, 8, (30, 30)), atol=1 / 16)
@@ -214,7 +217,8 @@ def _exact_region(box: torch.Tensor, map_size: tuple[int, int]) -> tuple[int, in
     return max(x1, 0), max(y1, 0), min(x2, map_size[1]), min(y2, map_size[0])
 
 
-def _windowed_equals_whole_map(branch, masking, features, boxes, index, exact: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _windowed_equals_whole_map(branch, masking, features, boxes, index,
+                               exact: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the branch per group of windows and on the whole map; compare on every exact region. Returns the spans."""
     map_size = tuple(features.shape[-2:])
     whole = whole_map_windows(index, map_size)
@@ -277,7 +281,8 @@ def test_background_varies_near_the_border_and_small_maps_work() -> None:
     assert not torch.allclose(deep[:, 0, 9], deep[:, 9, 9]) and not torch.allclose(deep[:, 9, 18], deep[:, 9, 9])
     features = torch.relu(torch.randn(1, 16, 12, 16))  # smaller than the background map, not square
     boxes = torch.tensor([[40.0, 30.0, 70.0, 60.0], [0.0, 0.0, 20.0, 96.0], [100.0, 10.0, 128.0, 40.0]])
-    _windowed_equals_whole_map(branch, RoIMasking("ternary", 1 / 3, 8), features, boxes, torch.zeros(3, dtype=torch.long), True)
+    _windowed_equals_whole_map(branch, RoIMasking("ternary", 1 / 3, 8), features, boxes,
+                               torch.zeros(3, dtype=torch.long), True)
 
 
 def test_background_is_recomputed_when_weights_change() -> None:
@@ -292,7 +297,8 @@ def test_background_is_recomputed_when_weights_change() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=6),
+    st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1,
+             max_size=6),
     st.sampled_from(["binary", "expanded", "ternary"]),
 )
 def test_exact_windows_are_exact_and_never_larger(raw: list[tuple[float, float, float, float]], variant: str) -> None:
@@ -300,7 +306,8 @@ def test_exact_windows_are_exact_and_never_larger(raw: list[tuple[float, float, 
     branch = _busy_branch()
     masking = RoIMasking(variant, 1 / 3, 8)
     features = torch.relu(torch.randn(1, 16, 40, 40))
-    first, last = _windowed_equals_whole_map(branch, masking, features, boxes, torch.zeros(len(boxes), dtype=torch.long), True)
+    first, last = _windowed_equals_whole_map(branch, masking, features, boxes,
+                                             torch.zeros(len(boxes), dtype=torch.long), True)
     wide_first, wide_last = margin_spans(boxes, 8, (40, 40), branch.receptive_radius + 1)
     assert bool((first >= wide_first).all() and (last <= wide_last).all() and (last > first).all())
 
@@ -319,7 +326,8 @@ def test_separable_max_equals_max_pool() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=30))
+@given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1,
+                max_size=30))
 def test_window_groups_partition_instances_with_bounded_waste(raw: list[tuple[float, float, float, float]]) -> None:
     boxes = _boxes_from(raw)
     first, last = margin_spans(boxes, 8, (40, 40), 10)
@@ -333,13 +341,15 @@ def test_window_groups_partition_instances_with_bounded_waste(raw: list[tuple[fl
             w, h = (last[i] - first[i]).tolist()
             assert shared.size[0] >= h and shared.size[1] >= w
             assert torch.equal(shared.own_hi[j] - shared.own_lo[j], last[i] - first[i])
-            assert bool((shared.own_lo[j] >= 0).all()) and shared.own_hi[j][0] <= shared.size[1] and shared.own_hi[j][1] <= shared.size[0]
+            assert (bool((shared.own_lo[j] >= 0).all()) and shared.own_hi[j][0] <= shared.size[1]
+                    and shared.own_hi[j][1] <= shared.size[0])
             wasted += shared.size[0] * shared.size[1] - w * h
     assert wasted < 128 * (len(boxes) - len(groups)) + 1  # each instance that joins a group wastes < group_cost cells
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1, max_size=30))
+@given(st.lists(st.tuples(st.floats(0, 300), st.floats(0, 300), st.floats(1, 320), st.floats(1, 320)), min_size=1,
+                max_size=30))
 def test_training_groups_bound_each_members_waste(raw: list[tuple[float, float, float, float]]) -> None:
     boxes = _boxes_from(raw)
     first, last = margin_spans(boxes, 8, (40, 40), 10)

@@ -80,7 +80,7 @@ def test_salient_scenes_meet_the_spec(tiny_world: Path) -> None:
             overlapping += bool(sample.occluded.any())
             assert 1 <= len(sample.masks) <= 5
             area = sample.image.shape[0] * sample.image.shape[1]
-            for mask, occluded in zip(sample.masks, sample.occluded):
+            for mask, occluded in zip(sample.masks, sample.occluded, strict=True):
                 visible = mask.sum() / area
                 assert visible <= MAX_AREA_FRACTION
                 if not occluded:

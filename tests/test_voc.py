@@ -152,7 +152,8 @@ def test_real_labelme_voc_export_converts_like_its_coco_export(realdata: Path, t
     theirs = COCO(str(root / "data_dataset_coco" / "annotations.json"))
     by_name = {Path(img["file_name"]).name: img["id"] for img in theirs.dataset["images"]}
     for sample in ours:
-        their_masks = [theirs.annToMask(a) for a in theirs.loadAnns(theirs.getAnnIds(imgIds=[by_name[sample.file_name]]))]
+        their_masks = [theirs.annToMask(a)
+                       for a in theirs.loadAnns(theirs.getAnnIds(imgIds=[by_name[sample.file_name]]))]
         assert len(their_masks) == len(sample.masks)
         for mask in sample.masks:  # each converted instance matches one polygon of labelme's COCO export
             ious = [(mask & m).sum() / (mask | m).sum() for m in their_masks]

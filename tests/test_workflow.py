@@ -56,7 +56,8 @@ def placeholder_data(root: Path) -> Path:
 
 
 def test_demo_config_plans_every_rule(tmp_path: Path) -> None:
-    result = snakemake("--dry-run", "--cores", "1", "--configfile", str(DEMO), "--config", f"results={tmp_path / 'out'}")
+    result = snakemake("--dry-run", "--cores", "1", "--configfile", str(DEMO), "--config",
+                       f"results={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr
     jobs = planned_jobs(result.stdout + result.stderr)
     assert {"demo_data", "train_s4net", "evaluate_s4net", "instance_classifier", "train_cam", "proxy_labels",
@@ -72,7 +73,8 @@ def test_full_config_plans_the_paper_dag_on_placeholder_paths(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     jobs = planned_jobs(output)
-    assert "demo_data" not in jobs and "score_proxy_labels" not in jobs  # real data: no generator, no proxy ground truth
+    # real data: no generator, no proxy ground truth
+    assert "demo_data" not in jobs and "score_proxy_labels" not in jobs
     assert len(jobs["imagenet_keywords"]) == 1 and len(jobs["proxy_labels"]) == 48  # keywords from wnids; 3 cues x 16
     for rule in ("train_s4net", "train_cam", "proxy_labels", "train_segmenter"):
         assert all("gpu=1" in line for line in jobs[rule]), rule

@@ -193,6 +193,6 @@ def test_score_on_real_voc_masks_matches_a_per_pixel_count(realdata) -> None:
     gts = [read_voc_label(p) for p in sorted(folder.glob("*.png"))[:3]]
     rng = np.random.default_rng(2)
     preds = [np.where(rng.random(g.shape) < 0.2, rng.integers(0, 21, g.shape), g).astype(np.uint8) for g in gts]
-    small = [(p[::4, ::4], g[::4, ::4]) for p, g in zip(preds, gts)]  # brute force on a quarter grid
+    small = [(p[::4, ::4], g[::4, ::4]) for p, g in zip(preds, gts, strict=True)]  # brute force on a quarter grid
     matrix = sum(confusion_matrix(p, g) for p, g in small)
     np.testing.assert_allclose(iou_from_confusion(matrix), _brute_force_iou(small), equal_nan=True)

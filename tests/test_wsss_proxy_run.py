@@ -31,7 +31,8 @@ def _run(checkpoint: Path, world: Path, out: Path, *extra: str) -> int:
     return wsss_main(proxy_label_args(checkpoint, world, out, *extra))
 
 
-def test_labels_are_valid_and_shards_add_up_to_the_whole_run(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
+def test_labels_are_valid_and_shards_add_up_to_the_whole_run(checkpoint: Path, tiny_world: Path,
+                                                             tmp_path: Path) -> None:
     assert _run(checkpoint, tiny_world, tmp_path / "whole") == 0
     whole = _checksums(tmp_path / "whole")
     keywords = (tiny_world / "imagenet" / "keywords.csv").read_text().splitlines()[1:]
@@ -48,7 +49,8 @@ def test_labels_are_valid_and_shards_add_up_to_the_whole_run(checkpoint: Path, t
     classifier = ["--classifier", str(tmp_path / "whole" / "instance_classifier.pt")]
     for index in range(3):
         assert _run(checkpoint, tiny_world, tmp_path / "shards", "--shard", f"{index}/3", *classifier) == 0
-    assert sorted(p.name for p in (tmp_path / "shards").glob("manifest*")) == [f"manifest.shard-{i}-of-3.jsonl" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "shards").glob("manifest*")) == [
+        f"manifest.shard-{i}-of-3.jsonl" for i in range(3)]
     assert _checksums(tmp_path / "shards") == whole
     # a rerun finds everything done
     assert _run(checkpoint, tiny_world, tmp_path / "whole") == 0

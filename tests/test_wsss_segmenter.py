@@ -116,7 +116,8 @@ def test_cli_trains_and_evaluates_on_voc_layout(tiny_world: Path, tmp_path: Path
                       "--crop", "48", "--device", "cpu", "-q"])
     assert code == 0
     code = wsss_main(["evaluate", "--checkpoint", str(tmp_path / "seg" / "model_final.pt"), "--voc-root", str(voc),
-                      "--out", str(tmp_path / "val.json"), "--flip", "--save-predictions", str(tmp_path / "pred"), "-q"])
+                      "--out", str(tmp_path / "val.json"), "--flip", "--save-predictions", str(tmp_path / "pred"),
+                      "-q"])
     assert code == 0
     summary = json.loads((tmp_path / "val.json").read_text())
     assert summary["images"] == 16 and 0.0 <= summary["mIoU"] <= 1.0 and len(summary["per_class_iou"]) == 21

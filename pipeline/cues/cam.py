@@ -77,7 +77,8 @@ class CamConfig:
         if self.backbone not in CAM_BACKBONES:
             raise ValueError(f"CamConfig.backbone={self.backbone!r}; expected one of {list(CAM_BACKBONES)}")
         if self.size < 32 or self.iterations < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"CamConfig needs size >= 32, iterations >= 1, batch_size >= 1, lr > 0, weight_decay >= 0; got {self}")
+            raise ValueError("CamConfig needs size >= 32, iterations >= 1, batch_size >= 1, lr > 0, weight_decay >= 0; "
+                             f"got {self}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"CamConfig.holdout={self.holdout} must be in [0, 1)")
 
@@ -162,7 +163,8 @@ class KeywordImages(torch.utils.data.Dataset):
 
 
 class SeededKeywordBatches(torch.utils.data.Sampler):
-    """Batches of ``(index, flip)`` from ``start`` to ``iterations``; each batch a pure function of (seed, iteration)."""
+    """Batches of ``(index, flip)`` from ``start`` to ``iterations``; each batch a pure function of
+    (seed, iteration)."""
 
     def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start: int, iterations: int) -> None:
         self.indices, self.batch_size, self.seed = np.asarray(indices), batch_size, seed
@@ -176,7 +178,7 @@ class SeededKeywordBatches(torch.utils.data.Sampler):
             rng = np.random.default_rng([self.seed, iteration])
             picks = rng.choice(self.indices, size=self.batch_size, replace=len(self.indices) < self.batch_size)
             flips = rng.random(self.batch_size) < 0.5
-            yield [(int(i), bool(f)) for i, f in zip(picks, flips)]
+            yield [(int(i), bool(f)) for i, f in zip(picks, flips, strict=True)]
 
 
 def save_cam(path: str | os.PathLike, model: CamNet, **state: Any) -> None:
@@ -214,7 +216,7 @@ def keyword_accuracy(model: CamNet, dataset: KeywordImages, indices: Sequence[in
         images = torch.stack([image for image, _ in items]).to(device)
         targets = torch.stack([target for _, target in items])
         logits, _ = model(normalise_imagenet(images))
-        for scores, target in zip(logits.float().cpu(), targets):
+        for scores, target in zip(logits.float().cpu(), targets, strict=True):
             k = int(target.sum())
             hits += int(set(scores.topk(k).indices.tolist()) == set(target.nonzero().flatten().tolist()))
     model.train()
@@ -254,7 +256,8 @@ def _train(images, out: Path, keywords, cfg: CamConfig, pretrained, device_name:
     elif metrics_path.exists():
         metrics_path.unlink()
     train_ids, held_ids = split_holdout(len(subset), cfg.holdout, cfg.seed)
-    write_json(out / "train_config.json", {**key, "train_images": len(train_ids), "heldout_images": len(held_ids)}, indent=2)
+    write_json(out / "train_config.json", {**key, "train_images": len(train_ids), "heldout_images": len(held_ids)},
+               indent=2)
     if start >= cfg.iterations and final_path.exists():
         return final_path
     dataset = KeywordImages(subset, cfg.size)
@@ -291,7 +294,8 @@ def _train(images, out: Path, keywords, cfg: CamConfig, pretrained, device_name:
         metrics.close()
     report = {"heldout_keyword_accuracy": keyword_accuracy(model, dataset, held_ids, device),
               "heldout_images": len(held_ids), "train_images": len(train_ids), "iterations": cfg.iterations}
-    log.info("CAM classifier: held-out keyword accuracy %s on %d images", report["heldout_keyword_accuracy"], len(held_ids))
+    log.info("CAM classifier: held-out keyword accuracy %s on %d images", report["heldout_keyword_accuracy"],
+             len(held_ids))
     save_cam(final_path, model, report=report, train=key)
     write_json(out / "report.json", report, indent=2)
     return final_path

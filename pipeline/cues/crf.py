@@ -69,7 +69,8 @@ def crf_inference(image: np.ndarray, probabilities: np.ndarray, config: CRFConfi
     crf.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(labels, -1)))
     crf.addPairwiseGaussian(sxy=config.gaussian_sxy, compat=config.gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=config.bilateral_sxy, srgb=config.bilateral_srgb, rgbim=np.array(image, dtype=np.uint8, order="C"),  # a writable copy
+        sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
+        rgbim=np.array(image, dtype=np.uint8, order="C"),  # a writable copy
         compat=config.bilateral_compat,
     )
     return np.asarray(crf.inference(config.iterations), dtype=np.float32).reshape(labels, height, width)

@@ -85,7 +85,8 @@ class InstanceClassifier(nn.Module):
         return torch.softmax(logits.double(), dim=1).numpy()
 
 
-def train_classifier(features: np.ndarray, labels: np.ndarray, config: ClassifierConfig) -> tuple[InstanceClassifier, dict]:
+def train_classifier(features: np.ndarray, labels: np.ndarray,
+                     config: ClassifierConfig) -> tuple[InstanceClassifier, dict]:
     """Fit an :class:`InstanceClassifier`; returns it and a report (counts, accuracies).
 
     Args:
@@ -189,8 +190,8 @@ def fit_instance_classifier(
         entries, assignment, max_per_class,
     )
     if len(labels) < 2:
-        raise InputError(subset.root, f"only {len(labels)} salient instances (score >= {assignment.score_threshold}) in its "
-                                      "single-keyword images: too few to train the instance classifier")
+        raise InputError(subset.root, f"only {len(labels)} salient instances (score >= {assignment.score_threshold}) "
+                                      "in its single-keyword images: too few to train the instance classifier")
     classifier, report = train_classifier(features, labels, config)
     report["single_keyword_images"] = len(singles)
     report["skipped_images"] = len(skipped)

@@ -23,7 +23,8 @@ class InstanceCue:
 
     name = "instances"
 
-    def __init__(self, assignment: AssignmentConfig, proxy: ProxyConfig, classifier: InstanceClassifier | None = None) -> None:
+    def __init__(self, assignment: AssignmentConfig, proxy: ProxyConfig,
+                 classifier: InstanceClassifier | None = None) -> None:
         self.assignment = assignment
         self.proxy = proxy
         self.classifier = classifier
@@ -47,7 +48,8 @@ class InstanceCue:
         classes = [CLASS_INDEX[k] if k is not None else -1 for k in instance_keywords]
         probs = class_probabilities(masks[salient], classes, present) if present else None
         record = {
-            "instances": instance_records(detections, areas, salient, assignment.keywords, assignment.status, assignment.confidence),
+            "instances": instance_records(detections, areas, salient, assignment.keywords, assignment.status,
+                                          assignment.confidence),
             "kept": len(assignment.labelled()),
             "rejected": len(rejected),
         }

@@ -84,7 +84,7 @@ def instance_areas(masks: np.ndarray, mask_threshold: float) -> np.ndarray:
 def candidate_status(scores: np.ndarray, areas: np.ndarray, config: AssignmentConfig) -> list[str]:
     """``kept``, ``low score`` or ``too small`` for each instance (areas as fractions of the image)."""
     status = []
-    for score, area in zip(scores.tolist(), areas.tolist()):
+    for score, area in zip(scores.tolist(), areas.tolist(), strict=True):
         if score < config.score_threshold:
             status.append(LOW_SCORE)
         elif area < config.min_area:
@@ -131,7 +131,7 @@ def assign_keywords(
     matched: set[int] = set()
     if kept and len(kept) >= len(keywords):
         rows, cols = linear_sum_assignment(-np.log(np.clip(probs[kept], 1e-12, None)))
-        for row, col in zip(rows, cols):
+        for row, col in zip(rows, cols, strict=True):
             i = kept[row]
             assigned[i], confidence[i], status[i] = keywords[col], float(probs[i, col]), MATCHED
             matched.add(i)

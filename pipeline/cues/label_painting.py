@@ -43,7 +43,8 @@ class ProxyConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.background <= self.foreground <= 1.0:
-            raise ValueError(f"ProxyConfig needs 0 <= background <= foreground <= 1, got {self.background}, {self.foreground}")
+            raise ValueError(f"ProxyConfig needs 0 <= background <= foreground <= 1, got {self.background}, "
+                             f"{self.foreground}")
         if self.border < 0:
             raise ValueError(f"ProxyConfig.border={self.border} must be >= 0")
         if not 0.0 <= self.cam_threshold <= 1.0:
@@ -75,7 +76,7 @@ def class_probabilities(masks: np.ndarray, classes: Sequence[int], present: Sequ
     height, width = masks.shape[-2:]
     probs = np.zeros((1 + len(present), height, width), dtype=np.float32)
     for slot, cls in enumerate(present, start=1):
-        members = [m for m, c in zip(masks, classes) if c == cls]
+        members = [m for m, c in zip(masks, classes, strict=True) if c == cls]
         if members:
             probs[slot] = np.max(members, axis=0)
     probs[0] = 1.0 - probs[1:].max(axis=0) if len(present) else 1.0
@@ -146,7 +147,8 @@ def saliency_labels(
             labels[foreground] = CLASS_INDEX[image_keywords[0]]
         elif keyword_maps is not None:
             if keyword_maps.shape != (len(image_keywords), *shape):
-                raise ValueError(f"keyword maps of shape {keyword_maps.shape} for {len(image_keywords)} keywords at {shape}")
+                raise ValueError(f"keyword maps of shape {keyword_maps.shape} for {len(image_keywords)} keywords "
+                                 f"at {shape}")
             classes = np.array([CLASS_INDEX[k] for k in image_keywords], dtype=np.uint8)
             strongest = keyword_maps.argmax(axis=0)
             named = foreground & (keyword_maps.max(axis=0) >= config.cam_threshold)

@@ -77,7 +77,8 @@ def parse_keywords(text: str, source: str | os.PathLike, line: int) -> tuple[str
     unknown = [name for name in names if name not in _FOREGROUND]
     if unknown:
         raise DatasetError(
-            source, f"line {line}: unknown keyword {unknown[0]!r}; expected VOC classes: {', '.join(FOREGROUND_CLASSES)}"
+            source,
+            f"line {line}: unknown keyword {unknown[0]!r}; expected VOC classes: {', '.join(FOREGROUND_CLASSES)}"
         )
     return tuple(dict.fromkeys(names))
 

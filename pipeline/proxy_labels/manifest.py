@@ -101,4 +101,5 @@ def is_done(record: dict[str, Any] | None, out: Path, fingerprint: str) -> bool:
 def pixel_counts(labels: np.ndarray) -> dict[str, int]:
     """Pixels per label name (``ignore`` for 255), only those present."""
     values, counts = np.unique(labels, return_counts=True)
-    return {("ignore" if v == IGNORE_INDEX else VOC_CLASSES[v]): int(c) for v, c in zip(values.tolist(), counts.tolist())}
+    return {("ignore" if v == IGNORE_INDEX else VOC_CLASSES[v]): int(c)
+            for v, c in zip(values.tolist(), counts.tolist(), strict=True)}

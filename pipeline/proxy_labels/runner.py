@@ -59,7 +59,8 @@ class ProxyLabelSettings:
             raise ValueError(f"unknown cue {self.cue!r}; expected one of {list(CUES)}")
 
     def fingerprint(self, checkpoint_sha: str, classifier_sha: str | None) -> str:
-        text = json.dumps({"settings": asdict(self), "checkpoint": checkpoint_sha, "classifier": classifier_sha}, sort_keys=True)
+        text = json.dumps({"settings": asdict(self), "checkpoint": checkpoint_sha, "classifier": classifier_sha},
+                          sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -121,7 +122,8 @@ def run_proxy_labels(
         if cam_path is None:
             raise InputError(None, "the cam_saliency cue needs --cam, a CAM classifier trained with `wsss train-cam`")
         cam, cam_report = load_cam(cam_path, map_location=device)
-        log.info("CAM classifier %s (held-out keyword accuracy %s)", cam_path, cam_report.get("heldout_keyword_accuracy"))
+        log.info("CAM classifier %s (held-out keyword accuracy %s)", cam_path,
+                 cam_report.get("heldout_keyword_accuracy"))
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be readable
     cleared = remove_stale_temporaries(out)
     if cleared:
@@ -165,11 +167,12 @@ def run_proxy_labels(
                     record_line(in_flight.popleft().result())
                     written += 1
 
-            for det in subset_detections(model, subset, todo, batch_size, device, progress, skipped, f"proxy labels ({settings.cue})"):
+            for det in subset_detections(model, subset, todo, batch_size, device, progress, skipped,
+                                         f"proxy labels ({settings.cue})"):
                 entry = entries[det.key]
                 result = cue(det, entry.keywords)
-                record = {"image": entry.image, "keywords": list(entry.keywords), "size": [det.image.shape[1], det.image.shape[0]],
-                          **result.record, "settings": fingerprint}
+                record = {"image": entry.image, "keywords": list(entry.keywords),
+                          "size": [det.image.shape[1], det.image.shape[0]], **result.record, "settings": fingerprint}
                 pending = _Pending(entry, det.image, result, record)
                 if pool is None:
                     record_line(_finish(pending, out, settings.crf, overlays))

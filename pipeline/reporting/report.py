@@ -27,7 +27,8 @@ from s4net.io.images import load_rgb
 log = logging.getLogger(__name__)
 
 SOURCE_TITLES = {"instances": "S4Net instances (ours)", "saliency": "saliency (Table-5 baseline)",
-                 "cam_saliency": "CAM + saliency (Table 5's Att + Sal)", "ground_truth": "ground truth (fully supervised)"}
+                 "cam_saliency": "CAM + saliency (Table 5's Att + Sal)",
+                 "ground_truth": "ground truth (fully supervised)"}
 STYLE = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
          "th,td{border:1px solid #bbb;padding:4px 10px;text-align:right}th{background:#eee}"
          "td:first-child,th:first-child{text-align:left}p{color:#444;max-width:50em}")
@@ -190,7 +191,8 @@ def prediction_overlays(inputs: ReportInputs) -> bytes | None:
         row = [(image_id, sample.image), ("VOC ground truth", label_overlay(sample.image, sample.label))]
         for source, folder in inputs.predictions.items():
             title = "fully supervised" if source == "ground_truth" else f"{source} cue"
-            row.append((f"prediction: {title}", label_overlay(sample.image, read_voc_label(folder / f"{image_id}.png"))))
+            row.append((f"prediction: {title}",
+                        label_overlay(sample.image, read_voc_label(folder / f"{image_id}.png"))))
         rows.append(row)
     return image_grid(rows, f"Segmenter predictions on VOC {inputs.split}")
 

@@ -36,7 +36,8 @@ class Pair:
     label: Path
 
 
-def find_pairs(images: str | os.PathLike, labels: str | os.PathLike, ids: str | os.PathLike | None = None) -> list[Pair]:
+def find_pairs(images: str | os.PathLike, labels: str | os.PathLike,
+               ids: str | os.PathLike | None = None) -> list[Pair]:
     """Every label under ``labels`` with its image under ``images`` (sorted; optionally only listed ids).
 
     ``ids`` is an id list (``ImageSets`` style) of label paths relative to ``labels``
@@ -147,7 +148,8 @@ class SegmentationPairs(torch.utils.data.Dataset):
         pair = self.pairs[index]
         image, label = load_rgb(pair.image), read_voc_label(pair.label)
         if image.shape[:2] != label.shape:
-            raise DatasetError(pair.label, f"is {label.shape[1]}x{label.shape[0]} but {pair.image.name} is {image.shape[1]}x{image.shape[0]}")
+            raise DatasetError(pair.label, f"is {label.shape[1]}x{label.shape[0]} but {pair.image.name} is "
+                                           f"{image.shape[1]}x{image.shape[0]}")
         return image, label
 
     def __getitem__(self, item: tuple[int, Augment]) -> tuple[torch.Tensor, torch.Tensor]:

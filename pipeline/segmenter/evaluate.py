@@ -34,7 +34,8 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray, device: tor
     total = None
     for scale in scales:
         h, w = max(STRIDE, round(height * scale)), max(STRIDE, round(width * scale))
-        resized = F.interpolate(tensor, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != (height, width) else tensor
+        resized = (F.interpolate(tensor, size=(h, w), mode="bilinear", align_corners=False)
+                   if (h, w) != (height, width) else tensor)
         pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
         batch = normalise_imagenet(resized)
         batch = F.pad(batch, (0, pad_w, 0, pad_h))  # zero is the mean after normalising
@@ -63,7 +64,8 @@ def evaluate_segmenter(
     model, config = load_segmenter(checkpoint, map_location=device)
     dataset = VOCSegmentation(voc_root, split)
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), dtype=np.int64)
-    for index in tqdm(range(len(dataset)), disable=not progress, desc=f"evaluate {split}", unit="img", dynamic_ncols=True):
+    for index in tqdm(range(len(dataset)), disable=not progress, desc=f"evaluate {split}", unit="img",
+                      dynamic_ncols=True):
         sample = dataset[index]
         image_id = sample.image_id
         probs = predict_probabilities(model, sample.image, torch.device(device), scales, flip)
@@ -74,6 +76,7 @@ def evaluate_segmenter(
         if predictions is not None:
             write_voc_label(Path(predictions) / f"{image_id}.png", prediction)
     summary = summarise(matrix)
-    summary.update(images=len(dataset), split=split, checkpoint=str(checkpoint), arch=config.arch, encoder=config.encoder,
-                   scales=list(scales), flip=flip, crf=crf is not None, confusion=matrix.tolist())
+    summary.update(images=len(dataset), split=split, checkpoint=str(checkpoint), arch=config.arch,
+                   encoder=config.encoder, scales=list(scales), flip=flip, crf=crf is not None,
+                   confusion=matrix.tolist())
     return summary

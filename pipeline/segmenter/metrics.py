@@ -60,7 +60,7 @@ def summarise(matrix: np.ndarray, names: Iterable[str] = VOC_CLASSES) -> dict:
     total = int(matrix.sum())
     return {
         "mIoU": _mean(iou),
-        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, iou)},
+        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, iou, strict=True)},
         "mIoU_labelled": _mean(iou_from_confusion(labelled)),
         "coverage": float(labelled.sum() / total) if total else float("nan"),
         "pixel_accuracy": float(np.trace(matrix[:, :-1]) / total) if total else float("nan"),
@@ -75,7 +75,8 @@ def format_table(summary: dict) -> str:
         lines.append(f"{name:<14}{'-' if value is None else f'{100 * value:7.2f}':>8}")
     lines.append(f"{'mIoU':<14}{100 * summary['mIoU']:>8.2f}")
     if summary.get("coverage", 1.0) < 1.0:
-        lines.append(f"{'(labelled)':<14}{100 * summary['mIoU_labelled']:>8.2f}  on {100 * summary['coverage']:.1f}% of the pixels")
+        lines.append(f"{'(labelled)':<14}{100 * summary['mIoU_labelled']:>8.2f}  on {100 * summary['coverage']:.1f}% "
+                     "of the pixels")
     return "\n".join(lines)
 
 
@@ -101,7 +102,8 @@ def score_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, reader
         relative = target_path.relative_to(gt_dir)
         target, prediction = reader(target_path), reader(pred_dir / relative)
         if prediction.shape != target.shape:
-            raise DatasetError(pred_dir / relative, f"is {prediction.shape[1]}x{prediction.shape[0]}, its ground truth {target.shape[1]}x{target.shape[0]}")
+            raise DatasetError(pred_dir / relative, f"is {prediction.shape[1]}x{prediction.shape[0]}, its ground truth "
+                                                    f"{target.shape[1]}x{target.shape[0]}")
         matrix += confusion_matrix(prediction, target)
     extra = sum(1 for p in pred_dir.rglob("*.png") if not (gt_dir / p.relative_to(pred_dir)).exists())
     return matrix, {"images": len(targets), "predictions_without_ground_truth": extra}

@@ -62,9 +62,11 @@ def build_segmenter(config: SegmenterConfig, encoder_weights: str | os.PathLike 
             )
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = nn.Module.load_state_dict(model.encoder, state)  # smp's override returns nothing
+        # smp's override returns nothing
+        missing, unexpected = nn.Module.load_state_dict(model.encoder, state, strict=False)
         if missing or unexpected:
-            raise InputError(path, f"does not fit encoder {config.encoder}: {len(missing)} missing, {len(unexpected)} unexpected keys")
+            raise InputError(path, f"does not fit encoder {config.encoder}: {len(missing)} missing, "
+                                   f"{len(unexpected)} unexpected keys")
     return model
 
 
@@ -78,7 +80,8 @@ def read_segmenter(path: str | os.PathLike, map_location: str | torch.device = "
     return read_state(path, CHECKPOINT, map_location)
 
 
-def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, SegmenterConfig]:
+def load_segmenter(path: str | os.PathLike,
+                   map_location: str | torch.device = "cpu") -> tuple[nn.Module, SegmenterConfig]:
     """Model (eval mode) and config from a segmenter checkpoint."""
     payload = read_segmenter(path, map_location)
     try:

@@ -84,7 +84,8 @@ class SegTrainConfig:
     deterministic: bool = False
 
     def __post_init__(self) -> None:
-        counts = {"iterations": self.iterations, "batch_size": self.batch_size, "crop": self.crop, "log_every": self.log_every}
+        counts = {"iterations": self.iterations, "batch_size": self.batch_size, "crop": self.crop,
+                  "log_every": self.log_every}
         for name, value in counts.items():
             if value < 1:
                 raise ValueError(f"SegTrainConfig.{name}={value} must be >= 1")
@@ -133,20 +134,23 @@ def _train(cfg: SegTrainConfig, progress: bool) -> Path:
     if start >= cfg.iterations and final_path.exists():
         return final_path
     sampler = SeededSegBatches(len(pairs), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.scale, cfg.hflip)
-    loader = torch.utils.data.DataLoader(SegmentationPairs(pairs, cfg.crop), batch_sampler=sampler, num_workers=cfg.workers,
-                                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(SegmentationPairs(pairs, cfg.crop), batch_sampler=sampler,
+                                         num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+                                         pin_memory=device.type == "cuda")
 
     def snapshot(iteration: int) -> None:
         save_segmenter(last_path, model, cfg.model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                        iteration=iteration, train=cfg.resume_key())
 
     model.train()
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train segmenter", unit="it", dynamic_ncols=True)
+    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train segmenter", unit="it",
+               dynamic_ncols=True)
     metrics = metrics_path.open("a", encoding="utf-8")
     log_metrics = MetricsLog(metrics, cfg.batch_size, cfg.log_every, cfg.iterations)
     try:
         for iteration, (images, labels) in enumerate(loader, start=start):
-            torch.manual_seed(cfg.seed * 1_000_003 + iteration)  # dropout draws: a function of the iteration, so resumes match
+            # dropout draws: a function of the iteration, so resumes match
+            torch.manual_seed(cfg.seed * 1_000_003 + iteration)
             factor = poly_factor(iteration, cfg.iterations, cfg.power)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * factor
@@ -159,7 +163,8 @@ def _train(cfg: SegTrainConfig, progress: bool) -> Path:
                     loss = logits.sum() * 0.0  # a crop with no labelled pixel teaches nothing
                 else:
                     kept = last_path if last_path.exists() else "none yet"
-                    raise SegmenterDiverged(f"loss is not finite at iteration {iteration}; last good checkpoint: {kept}")
+                    raise SegmenterDiverged(f"loss is not finite at iteration {iteration}; last good checkpoint: "
+                                            f"{kept}")
             optimizer_step(loss, model, optimizer, scaler)
             done = iteration + 1
             bar.update(1)

@@ -60,8 +60,8 @@ def _train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, keep_snapshots=args.keep_snapshots, log_every=args.log_every,
             seed=args.seed, hflip=not args.no_hflip,
             scale_jitter=args.scale_jitter,
-            device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers, cache=args.cache,
-            deterministic=args.deterministic, grad_clip=args.grad_clip, model=_model_config(args),
+            device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers,
+            cache=args.cache, deterministic=args.deterministic, grad_clip=args.grad_clip, model=_model_config(args),
         )
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
@@ -111,7 +111,8 @@ def _add_train(commands) -> None:
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     train.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
-                       help="bfloat16 autocast on CPU; auto: on where oneDNN supports bf16 (AVX512 or AMX CPUs; default: off)")
+                       help="bfloat16 autocast on CPU; auto: on where oneDNN supports bf16 (AVX512 or AMX CPUs; "
+                            "default: off)")
     train.add_argument("--workers", type=int, default=0, help="data-loading processes")
     train.add_argument("--cache", action="store_true", help="keep resized samples in memory (small sets)")
     train.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
@@ -144,14 +145,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     if args.results is not None:
         write_json(args.results, results)
-    metrics = evaluate_predictions(document, results, protocol=args.protocol, max_detections=model.config.detections_per_image)
+    metrics = evaluate_predictions(document, results, protocol=args.protocol,
+                                   max_detections=model.config.detections_per_image)
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["annotations"] = str(args.annotations)
     # throughput of this evaluation: decoding included, at --batch-size, on --device (bench/speed.py times batch 1)
     metrics["images_per_s"] = len(document["images"]) / seconds if seconds > 0 else None
     metrics["batch_size"] = args.batch_size
     write_json(args.out, metrics)
-    shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k.startswith("mAP"))
+    shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                      if k.startswith("mAP"))
     print(f"{args.protocol}: {shown}; wrote {args.out}")
     return 0
 

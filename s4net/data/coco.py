@@ -190,7 +190,8 @@ class SalientInstanceDataset:
         for ann in self.annotations(image_id):
             mask = self._decode(ann, height, width)
             if not mask.any():
-                log.warning("%s: annotation %s has an empty mask inside the image; skipped", self.annotation_file, ann["id"])
+                log.warning("%s: annotation %s has an empty mask inside the image; skipped", self.annotation_file,
+                            ann["id"])
                 continue
             masks.append(mask)
             boxes.append(self._box(ann, mask, width, height))
@@ -219,7 +220,8 @@ class SalientInstanceDataset:
             rle = self.coco.annToRLE(ann)
             return mask_utils.decode(rle).astype(np.uint8)
         except (TypeError, ValueError, KeyError, IndexError) as exc:
-            raise DatasetError(self.annotation_file, f"annotation {ann['id']}: unreadable segmentation ({exc})") from None
+            raise DatasetError(self.annotation_file,
+                               f"annotation {ann['id']}: unreadable segmentation ({exc})") from None
 
     @staticmethod
     def _box(ann: dict[str, Any], mask: np.ndarray, width: int, height: int) -> list[float]:

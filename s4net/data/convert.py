@@ -51,7 +51,7 @@ def instance_annotations(instance_ids: np.ndarray, image_id: int, first_ann_id: 
     boxes = np.asarray([mask_box(m) for m in masks], dtype=np.float64).reshape(-1, 4)
     occluded = boxes_overlap(boxes)
     annotations = []
-    for offset, (mask, box, occ) in enumerate(zip(masks, boxes, occluded)):
+    for offset, (mask, box, occ) in enumerate(zip(masks, boxes, occluded, strict=True)):
         annotations.append(
             {
                 "id": first_ann_id + offset,
@@ -100,7 +100,8 @@ def convert_instance_masks(
         if instance_ids.shape != (height, width):
             raise DatasetError(
                 mask_path,
-                f"mask is {instance_ids.shape[1]}x{instance_ids.shape[0]} but its image {image_path.name} is {width}x{height}",
+                f"mask is {instance_ids.shape[1]}x{instance_ids.shape[0]} but its image {image_path.name} is "
+                f"{width}x{height}",
             )
         images.append({"id": image_id, "file_name": image_path.name, "width": width, "height": height})
         annotations.extend(instance_annotations(instance_ids, image_id, len(annotations) + 1))

@@ -33,7 +33,8 @@ class Zoom:
     fy: float
 
 
-def zoom_sample(image: torch.Tensor, masks: torch.Tensor, zoom: Zoom) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def zoom_sample(image: torch.Tensor, masks: torch.Tensor,
+                zoom: Zoom) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Apply a :class:`Zoom` to an image [3, S, S] and its soft masks [N, S, S]; the size stays S.
 
     Returns (image, boxes [M, 4], masks [M, S, S]); boxes are recomputed from the
@@ -84,7 +85,8 @@ class TrainItem:
     image_id: int
 
 
-def resize_sample(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def resize_sample(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resize an image (uint8 [H, W, 3]), its boxes and masks to ``size`` x ``size`` (aspect not kept)."""
     height, width = image.shape[:2]
     resized = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))

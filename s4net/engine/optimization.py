@@ -19,7 +19,8 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 
 def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    scaler: torch.amp.GradScaler, grad_clip: float | None = None) -> None:
-    """Backward through ``loss``, clip the gradient norm to ``grad_clip`` (None: no clipping), step and update the scaler."""
+    """Backward through ``loss``, clip the gradient norm to ``grad_clip`` (None: no clipping), step and update
+    the scaler."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip:

@@ -76,7 +76,7 @@ def read_state(path: str | os.PathLike, kind: StateFormat, map_location: str | t
 def fit_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Load ``state`` into ``model``, or say in one line which tensor does not fit the model its config built."""
     try:
-        result = model.load_state_dict(state)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a tensor of another shape than the config builds
         detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
         raise InputError(path, f"weights do not fit the checkpoint's own config: {detail}") from None

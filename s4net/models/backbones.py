@@ -123,7 +123,7 @@ def load_pretrained(name: str, net: nn.Module, source: str) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    result = net.load_state_dict(state)
+    result = net.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing:
         raise InputError(path, f"not {name} ImageNet weights: {len(missing)} parameters missing, e.g. {missing[:3]}")

@@ -46,7 +46,7 @@ class AnchorGenerator:
         """Anchors per level for feature maps of the given (H, W)."""
         if len(feature_sizes) != len(self.strides):
             raise ValueError(f"{len(feature_sizes)} feature maps for {len(self.strides)} strides")
-        return [self.grid_anchors(s, h, w, device) for s, (h, w) in zip(self.strides, feature_sizes)]
+        return [self.grid_anchors(s, h, w, device) for s, (h, w) in zip(self.strides, feature_sizes, strict=True)]
 
 
 class BoxCoder:
@@ -56,7 +56,8 @@ class BoxCoder:
     original code's unnormalised coding.
     """
 
-    def __init__(self, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0), clamp: float = math.log(1000.0 / 16)) -> None:
+    def __init__(self, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+                 clamp: float = math.log(1000.0 / 16)) -> None:
         self.weights = weights
         self.clamp = clamp
 

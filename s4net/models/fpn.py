@@ -53,4 +53,4 @@ class FeaturePyramid(nn.Module):
         pool = F.avg_pool2d if self.p6_pool == "avg" else F.max_pool2d
         p5 = outputs[-1]
         outputs.append(pool(p5, kernel_size=2, stride=2, ceil_mode=True))
-        return OrderedDict((f"p{level}", x) for level, x in zip(range(self.first, 7), outputs))
+        return OrderedDict((f"p{level}", x) for level, x in zip(range(self.first, 7), outputs, strict=True))

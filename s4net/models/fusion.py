@@ -50,7 +50,7 @@ def fold_batchnorm(module: nn.Module) -> int:
         pairs: list[tuple[str, str]] = []
         if isinstance(parent, nn.Sequential):
             names = [name for name, _ in parent.named_children()]
-            pairs = list(zip(names, names[1:]))
+            pairs = list(zip(names, names[1:], strict=False))
         else:
             pairs = [(f"conv{k}", f"bn{k}") for k in range(1, 4)]
         for conv_name, norm_name in pairs:

@@ -102,8 +102,10 @@ class WindowPadding:
             map_h, map_w = win.map_size
             beyond = ((map_y < 0) | (map_y >= map_h))[:, :, None] | ((map_x < 0) | (map_x >= map_w))[:, None, :]
             cells = n * h * w
-            own = (torch.arange(n, device=device)[:, None, None] * h + ys.clamp(0, h - 1)[:, :, None]) * w + xs.clamp(0, w - 1)[:, None, :]
-            back = cells + fold(map_y, map_h, self.radius)[:, :, None] * fw + fold(map_x, map_w, self.radius)[:, None, :]
+            own = ((torch.arange(n, device=device)[:, None, None] * h + ys.clamp(0, h - 1)[:, :, None]) * w
+                   + xs.clamp(0, w - 1)[:, None, :])
+            back = (cells + fold(map_y, map_h, self.radius)[:, :, None] * fw
+                    + fold(map_x, map_w, self.radius)[:, None, :])
             rows = torch.where(beyond, cells + fh * fw, torch.where(inside, own, back))
             self.rows[key] = rows.reshape(-1)
         return self.rows[key]

@@ -44,7 +44,8 @@ def grow_boxes(boxes: Tensor, alpha: float) -> Tensor:
     """Boxes grown by ``alpha * width`` left and right and ``alpha * height`` above and below."""
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    return torch.stack([boxes[:, 0] - alpha * w, boxes[:, 1] - alpha * h, boxes[:, 2] + alpha * w, boxes[:, 3] + alpha * h], 1)
+    return torch.stack([boxes[:, 0] - alpha * w, boxes[:, 1] - alpha * h,
+                        boxes[:, 2] + alpha * w, boxes[:, 3] + alpha * h], 1)
 
 
 def box_masks(
@@ -94,7 +95,8 @@ class RoIMasking(torch.nn.Module):
         output_size: grid of the pooling baselines.
     """
 
-    def __init__(self, variant: str = "ternary", alpha: float = 1.0 / 3.0, stride: int = 8, output_size: int = 14) -> None:
+    def __init__(self, variant: str = "ternary", alpha: float = 1.0 / 3.0, stride: int = 8,
+                 output_size: int = 14) -> None:
         super().__init__()
         if variant not in MASK_VARIANTS + POOL_VARIANTS:
             raise ValueError(f"unknown masking {variant!r}; valid: {list(MASK_VARIANTS + POOL_VARIANTS)}")

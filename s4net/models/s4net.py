@@ -118,7 +118,8 @@ class S4Net(nn.Module):
                     raise ValueError(f"each image must be a float Tensor[3, H, W], got shape {tuple(image.shape)}")
                 original.append(tuple(image.shape[-2:]))
                 if image.shape[-2:] != (size, size):
-                    image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+                    image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
+                                          antialias=True)[0]
                 resized.append(image)
             batch = torch.stack(resized)
         if not batch.is_floating_point():
@@ -177,7 +178,8 @@ class S4Net(nn.Module):
         if not self.config.branch_crop:
             windows = whole_map_windows(image_index, map_size)
             region = self.roi_masking(features, boxes, image_index, windows)
-            return [BranchOutput(torch.arange(n, device=boxes.device), self.branch(region), windows.pixel_boxes(SEG_STRIDE))]
+            return [BranchOutput(torch.arange(n, device=boxes.device), self.branch(region),
+                                 windows.pixel_boxes(SEG_STRIDE))]
         first, last = self.branch_spans(boxes, map_size, exact)
         background = self.branch.background(map_size) if exact else None
         outputs = []
@@ -191,10 +193,11 @@ class S4Net(nn.Module):
             outputs.append(BranchOutput(members, logits, windows.pixel_boxes(SEG_STRIDE)))
         return outputs
 
-    def _scaled_targets(self, targets: list[dict[str, Tensor]], original_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor]]:
+    def _scaled_targets(self, targets: list[dict[str, Tensor]],
+                        original_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor]]:
         size = self.config.image_size
         boxes, masks = [], []
-        for target, (h, w) in zip(targets, original_sizes):
+        for target, (h, w) in zip(targets, original_sizes, strict=True):
             scale = torch.tensor([size / w, size / h, size / w, size / h], device=target["boxes"].device)
             boxes.append(target["boxes"].float() * scale)
             m = target["masks"].float()
@@ -214,17 +217,20 @@ class S4Net(nn.Module):
             "loss_box": box_loss(deltas, box_targets, labels, cfg.box_loss_beta),
         }
         boxes = torch.cat(gt_boxes)
-        image_index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=boxes.device) for i, b in enumerate(gt_boxes)])
+        image_index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=boxes.device)
+                                 for i, b in enumerate(gt_boxes)])
         masks = torch.cat(gt_masks)
         total = weight = features.sum() * 0.0
         for out in self.segment(features, boxes, image_index):
-            seg_targets, weights = self.mask_targets(masks[out.members], boxes[out.members], out.extent, out.logits.shape[-2:])
+            seg_targets, weights = self.mask_targets(masks[out.members], boxes[out.members], out.extent,
+                                                     out.logits.shape[-2:])
             part, part_weight = weighted_ce(out.logits, seg_targets, weights)
             total, weight = total + part, weight + part_weight
         losses["loss_mask"] = cfg.mask_weight * total / weight.clamp(min=1e-6)
         return losses
 
-    def mask_targets(self, masks: Tensor, boxes: Tensor, extent: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def mask_targets(self, masks: Tensor, boxes: Tensor, extent: Tensor,
+                     grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """The segmentation branch's training targets: soft foreground and inside-box weights per instance.
 
         Args:
@@ -266,7 +272,7 @@ class S4Net(nn.Module):
             [torch.full((len(b),), i, dtype=torch.long, device=boxes.device) for i, (b, _) in enumerate(proposals)]
         )
         local = torch.cat([torch.arange(len(b), device=boxes.device) for b, _ in proposals])
-        pasted = [boxes.new_zeros((len(b), h, w)) for (b, _), (h, w) in zip(proposals, original_sizes)]
+        pasted = [boxes.new_zeros((len(b), h, w)) for (b, _), (h, w) in zip(proposals, original_sizes, strict=True)]
         for out in self.segment(features, boxes, image_index, exact=True):
             probs = torch.softmax(out.logits.float(), dim=1)[:, 1:2]
             owner = image_index[out.members]
@@ -277,9 +283,10 @@ class S4Net(nn.Module):
                 for start in range(0, len(mine), step):
                     part = mine[start : start + step]
                     slots = local[out.members[part]]
-                    pasted[i][slots] = paste_masks(probs[part], out.extent[part], boxes[out.members[part]], (size / w, size / h), (h, w))
+                    pasted[i][slots] = paste_masks(probs[part], out.extent[part], boxes[out.members[part]],
+                                                   (size / w, size / h), (h, w))
         results = []
-        for ((img_boxes, scores), (h, w), masks) in zip(proposals, original_sizes, pasted):
+        for ((img_boxes, scores), (h, w), masks) in zip(proposals, original_sizes, pasted, strict=True):
             back = torch.tensor([w / size, h / size, w / size, h / size], device=img_boxes.device)
             results.append({"boxes": img_boxes * back, "scores": scores, "masks": masks[:, None]})
         return results

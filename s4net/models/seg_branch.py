@@ -96,7 +96,8 @@ class SegmentationBranch(nn.Module):
         weight = self.logits.weight
         params = list(self.parameters())
         cacheable = not torch.is_grad_enabled() and not any(p.is_inference() for p in params)  # those keep no versions
-        key = (th, tw, weight.dtype, weight.device, tuple((p.data_ptr(), p._version) for p in params)) if cacheable else None
+        key = ((th, tw, weight.dtype, weight.device, tuple((p.data_ptr(), p._version) for p in params))
+               if cacheable else None)
         if key is not None and self._background_cache[0] == key:
             return self._background_cache[1]
         seen = [x[0] for x, _ in self._trace(weight.new_zeros((1, self.in_channels, th, tw)))]
@@ -140,7 +141,8 @@ def mask_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
     return total / weight.clamp(min=1e-6)
 
 
-def _axis_weights(lo: Tensor, hi: Tensor, box_lo: Tensor, box_hi: Tensor, cells: int, count: int, scale: float) -> Tensor:
+def _axis_weights(lo: Tensor, hi: Tensor, box_lo: Tensor, box_hi: Tensor, cells: int, count: int,
+                  scale: float) -> Tensor:
     """Tensor[N, count, cells]: bilinear weights (border-clamped) of each output pixel on one axis.
 
     Output pixel ``j`` sits at network-input coordinate ``(j + 0.5) * scale``; the map's

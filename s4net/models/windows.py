@@ -177,7 +177,8 @@ def ratio_groups(first: Tensor, last: Tensor, waste: float = 1.5) -> list[Tensor
 
 
 def gather_windows(features: Tensor, image_index: Tensor, origin: Tensor, size: tuple[int, int]) -> Tensor:
-    """Tensor[N, C, h, w]: windows of ``size`` (h, w) at ``origin`` (x0, y0) cut out of ``features`` [B, C, H, W] in one gather."""
+    """Tensor[N, C, h, w]: windows of ``size`` (h, w) at ``origin`` (x0, y0) cut out of ``features`` [B, C, H, W]
+    in one gather."""
     h, w = size
     device = features.device
     ys = origin[:, 1, None] + torch.arange(h, device=device)[None]  # [N, h]

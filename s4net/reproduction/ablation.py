@@ -106,7 +106,8 @@ def _peer_sentence(comparison: dict[str, Any]) -> str:
 
     parts = {True: [], False: []}
     for key, item in comparison["metrics"].items():
-        parts[item["s4net_better"]].append(f"{HEADERS[key]} ({shown(key, item['s4net'])} vs {shown(key, item['peer'])})")
+        parts[item["s4net_better"]].append(f"{HEADERS[key]} ({shown(key, item['s4net'])} vs "
+                                           f"{shown(key, item['peer'])})")
     wins = "wins on " + ", ".join(parts[True]) if parts[True] else "wins on nothing"
     losses = "loses on " + ", ".join(parts[False]) if parts[False] else "loses on nothing"
     return f"S4Net ({comparison['variant']}) against {comparison['peer']}: {wins}; {losses}."
@@ -130,13 +131,14 @@ def plot(table: dict, path) -> None:
         rows = sorted(rows, key=lambda r: alpha_value(r["variant"]))
         x = [alpha_value(r["variant"]) for r in rows]
         for key, colour in (("mAP50", "tab:blue"), ("mAP70", "tab:orange")):
-            have = [(xi, r) for xi, r in zip(x, rows) if key in r["mean"]]
+            have = [(xi, r) for xi, r in zip(x, rows, strict=True) if key in r["mean"]]
             axes.errorbar([xi for xi, _ in have], [100 * r["mean"][key] for _, r in have],
                           yerr=[100 * r["std"][key] for _, r in have], marker="o", capsize=3, color=colour,
                           label=f"{HEADERS[key]} ours")
-            paper = [(xi, r["paper"][key]) for xi, r in zip(x, rows) if r["paper"].get(key) is not None]
+            paper = [(xi, r["paper"][key]) for xi, r in zip(x, rows, strict=True) if r["paper"].get(key) is not None]
             if paper:
-                axes.plot(*zip(*paper), linestyle="--", marker="s", color=colour, alpha=0.6, label=f"{HEADERS[key]} paper")
+                axes.plot(*zip(*paper, strict=True), linestyle="--", marker="s", color=colour, alpha=0.6,
+                          label=f"{HEADERS[key]} paper")
         axes.set_xlabel("ternary ring width alpha")
         axes.set_ylabel("mask mAP (%)")
     elif table["study"] == "backbone":

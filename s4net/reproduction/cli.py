@@ -89,8 +89,9 @@ def _peer_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(annotations=args.annotations, images=args.images, out=args.out, iterations=args.iterations,
                           batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps),
                           warmup_iterations=args.warmup, seed=args.seed,
-                          scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None, grad_clip=args.grad_clip,
-                          device=args.device, cache=True, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16) and device.type == "cpu")
+                          scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None,
+                          grad_clip=args.grad_clip, device=args.device, cache=True,
+                          cpu_bf16=resolve_cpu_bf16(args.cpu_bf16) and device.type == "cpu")
         config = PeerConfig(backbone=args.backbone, size=args.size, detections=args.detections)
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
@@ -172,7 +173,8 @@ def add_commands(commands) -> None:
     explain.add_argument("--annotations", type=Path, required=True, help="COCO salient-instance json")
     explain.add_argument("--images", type=Path, required=True, help="image folder of the json")
     explain.add_argument("--out", type=Path, required=True, help="output folder of PNGs")
-    explain.add_argument("--masking", nargs="+", choices=MASKINGS, help="variants to apply (default: each checkpoint's own)")
+    explain.add_argument("--masking", nargs="+", choices=MASKINGS,
+                         help="variants to apply (default: each checkpoint's own)")
     explain.add_argument("--limit", type=int, default=8, help="images to explain (default 8)")
     explain.add_argument("--device", default="auto")
     add_verbosity(explain)

@@ -37,7 +37,8 @@ class GradientMap:
     masking: str
 
 
-def gradient_map(model: S4Net, image: torch.Tensor, box: torch.Tensor, mask: torch.Tensor, masking: str | None = None) -> GradientMap:
+def gradient_map(model: S4Net, image: torch.Tensor, box: torch.Tensor, mask: torch.Tensor,
+                 masking: str | None = None) -> GradientMap:
     """Gradient of one instance's mask loss w.r.t. the features entering RoIMasking.
 
     Args:
@@ -62,7 +63,8 @@ def gradient_map(model: S4Net, image: torch.Tensor, box: torch.Tensor, mask: tor
     image_index = torch.zeros(1, dtype=torch.long, device=device)
     windows = None if layer.is_pooling else whole_map_windows(image_index, tuple(features.shape[-2:]))
     logits = model.branch(layer(features, boxes, image_index, windows))
-    target = F.interpolate(mask.to(device).float()[None, None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    target = F.interpolate(mask.to(device).float()[None, None], size=(size, size), mode="bilinear",
+                           align_corners=False)[0]
     extent = boxes if windows is None else windows.pixel_boxes(SEG_STRIDE)
     targets, weights = model.mask_targets(target, boxes, extent, tuple(logits.shape[-2:]))
     loss = mask_loss(logits, targets, weights)

@@ -81,9 +81,11 @@ def build_maskrcnn(config: PeerConfig) -> nn.Module:
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-    body = resnet_fpn_backbone(backbone_name=config.backbone, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5)
-    return MaskRCNN(body, num_classes=2, min_size=config.size, max_size=config.size, fixed_size=(config.size, config.size),
-                    box_detections_per_img=config.detections, box_score_thresh=0.0)
+    body = resnet_fpn_backbone(backbone_name=config.backbone, weights=None, norm_layer=nn.BatchNorm2d,
+                               trainable_layers=5)
+    return MaskRCNN(body, num_classes=2, min_size=config.size, max_size=config.size,
+                    fixed_size=(config.size, config.size), box_detections_per_img=config.detections,
+                    box_score_thresh=0.0)
 
 
 def save_peer(path: str | os.PathLike, model: nn.Module, config: PeerConfig, **state: Any) -> None:
@@ -114,7 +116,8 @@ def peer_targets(targets: list[dict[str, torch.Tensor]], device: torch.device) -
     for target in targets:
         boxes = target["boxes"]
         keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-        out.append({"boxes": boxes[keep].to(device), "labels": torch.ones(int(keep.sum()), dtype=torch.int64, device=device),
+        out.append({"boxes": boxes[keep].to(device),
+                    "labels": torch.ones(int(keep.sum()), dtype=torch.int64, device=device),
                     "masks": (target["masks"][keep] >= 0.5).to(torch.uint8).to(device)})
     return out
 
@@ -188,6 +191,6 @@ def evaluate_peer(checkpoint: str | os.PathLike, annotations: str | os.PathLike,
     seconds = time.perf_counter() - start
     metrics = evaluate_predictions(document, results, protocol="coco", max_detections=config.detections)
     metrics.update(checkpoint=str(checkpoint), annotations=str(annotations), batch_size=batch_size,
-                   images_per_s=len(document["images"]) / seconds if seconds > 0 else None, model="torchvision maskrcnn",
-                   **{f"model_{k}": v for k, v in asdict(config).items()})
+                   images_per_s=len(document["images"]) / seconds if seconds > 0 else None,
+                   model="torchvision maskrcnn", **{f"model_{k}": v for k, v in asdict(config).items()})
     return metrics

@@ -32,7 +32,8 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+            + chunk(b"IEND", b""))
 
 
 def encoded(image: Image.Image, kind: str, **options) -> bytes:
@@ -81,7 +82,8 @@ def run_labels(checkpoint: Path, images: Path, out: Path) -> int:
                       "-q", *LOOSE_CUES])
 
 
-def test_a_corpus_of_bad_images_is_skipped_listed_or_converted(checkpoint: Path, tiny_world: Path, tmp_path: Path) -> None:
+def test_a_corpus_of_bad_images_is_skipped_listed_or_converted(checkpoint: Path, tiny_world: Path,
+                                                               tmp_path: Path) -> None:
     good = sorted((tiny_world / "imagenet" / "train").rglob("*.JPEG"))[:3]
     clean = tmp_path / "clean" / "train" / WNID
     clean.mkdir(parents=True)

@@ -1,4 +1,5 @@
-"""Same seed, same machine: byte-identical proxy labels, weights and metrics; ``--deterministic`` switches torch's on."""
+"""Same seed, same machine: byte-identical proxy labels, weights and metrics; ``--deterministic`` switches
+torch's on."""
 
 from __future__ import annotations
 

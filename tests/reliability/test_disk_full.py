@@ -64,7 +64,8 @@ def test_proxy_labels_stop_cleanly_when_the_disk_fails_and_a_rerun_completes(
     done = read_manifests(out) if out.exists() else {}
     assert 0 < len(done) < 40
     assert_nothing_corrupt(out)
-    assert subprocess.run([str(BIN / "wsss"), *proxy_label_args(checkpoint, tiny_world, out)]).returncode == 0  # space freed
+    # space freed
+    assert subprocess.run([str(BIN / "wsss"), *proxy_label_args(checkpoint, tiny_world, out)]).returncode == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reused"] == len(done) and summary["reused"] + summary["written"] == 40
     assert_nothing_corrupt(out)

@@ -85,7 +85,8 @@ def no_temporaries(folder: Path) -> None:
 def s4net_command(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory):
     config = tmp_path_factory.mktemp("cfg") / "small.yaml"
     config.write_text(yaml.safe_dump({"backbone": "resnet18", **{k: list(v) if isinstance(v, tuple) else v
-                                                                  for k, v in SMALL_S4NET.items() if k != "image_size"}}))
+                                                                  for k, v in SMALL_S4NET.items()
+                                                                  if k != "image_size"}}))
     salient = tiny_world / "salient"
 
     def command(out: Path) -> list[str]:
@@ -165,7 +166,8 @@ def test_proxy_labels_killed_anywhere_resume_to_the_same_labels(checkpoint: Path
 
 
 def test_stale_partial_outputs_of_an_old_crash_are_detected_and_redone(checkpoint: Path, tiny_world: Path,
-                                                                       tmp_path: Path, proxy_straight: dict[str, str]) -> None:
+                                                                       tmp_path: Path,
+                                                                       proxy_straight: dict[str, str]) -> None:
     """A label truncated under its final name, a torn manifest line and a dead writer's temporary file."""
     from pipeline.proxy_labels.manifest import read_manifests
 

@@ -44,8 +44,8 @@ def _spread(indices: list[int], count: int) -> list[int]:
 
 def contact_sheet(world: Path, per_row: int = 6) -> Path:
     """Write ``world/preview/contact_sheet.png``: salient instances (one colour each;
-    the caption has ``o`` per occluded and ``.`` per unoccluded instance), ImageNet-like images with their keywords and true
-    class masks, VOC-like images with class labels and the void band (cream).
+    the caption has ``o`` per occluded and ``.`` per unoccluded instance), ImageNet-like images with their keywords
+    and true class masks, VOC-like images with class labels and the void band (cream).
     Each row shows a pair per sample: the image as stored, then the overlay."""
     palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
     rows: list[list[Image.Image]] = []
@@ -57,7 +57,8 @@ def contact_sheet(world: Path, per_row: int = 6) -> Path:
         for k, mask in enumerate(sample.masks):
             ids[mask > 0] = k + 1
         marks = "".join("o" if occ else "." for occ in sample.occluded)
-        row += [_tile(sample.image, sample.file_name[-10:-4]), _tile(_overlay(sample.image, ids, palette), f"inst {marks}")]
+        row += [_tile(sample.image, sample.file_name[-10:-4]),
+                _tile(_overlay(sample.image, ids, palette), f"inst {marks}")]
     rows.append(row)
 
     imagenet = ImageNetSubset(world / "imagenet", world / "imagenet" / "keywords.csv")
@@ -76,7 +77,8 @@ def contact_sheet(world: Path, per_row: int = 6) -> Path:
     row = []
     for sample in (voc[i] for i in range(min(per_row, len(voc)))):
         names = sorted({int(c) for c in np.unique(sample.label) if 0 < c < 255})
-        row += [_tile(sample.image, sample.image_id), _tile(_overlay(sample.image, sample.label, palette), " ".join(VOC_CLASSES[c] for c in names))]
+        row += [_tile(sample.image, sample.image_id),
+                _tile(_overlay(sample.image, sample.label, palette), " ".join(VOC_CLASSES[c] for c in names))]
     rows.append(row)
 
     width = max(len(r) for r in rows) * TILE

@@ -204,7 +204,8 @@ def _write_salient(out: Path, split: str, records: list[dict[str, Any]]) -> dict
         for instance in record["instances"]:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
                                 "iscrowd": 0, **instance})
-    write_json(out / "salient" / f"{split}.json", coco_document(images, annotations, description=f"synthetic salient {split}"))
+    write_json(out / "salient" / f"{split}.json",
+               coco_document(images, annotations, description=f"synthetic salient {split}"))
     per_image = [len(r["instances"]) for r in records]
     fractions = [a / (r["width"] * r["height"]) for r in records for a in r["full_areas"]]
     return {
@@ -212,7 +213,8 @@ def _write_salient(out: Path, split: str, records: list[dict[str, Any]]) -> dict
         "instances": len(annotations),
         "objects_per_image": [min(per_image), max(per_image)],
         "object_area_fraction": [round(min(fractions), 4), round(max(fractions), 4)],
-        "overlap_image_fraction": round(sum(any(i["occluded"] for i in r["instances"]) for r in records) / len(records), 4),
+        "overlap_image_fraction": round(
+            sum(any(i["occluded"] for i in r["instances"]) for r in records) / len(records), 4),
     }
 
 
@@ -286,7 +288,7 @@ def generate_world(
     def tasks(dataset: str, split: str, count: int, start: int = 0) -> list[_Task]:
         return [_Task(dataset, split, start + i, seed, sizes.image_size, str(partial)) for i in range(count)]
 
-    for split, count in zip(SALIENT_SPLITS, sizes.salient):
+    for split, count in zip(SALIENT_SPLITS, sizes.salient, strict=True):
         records = _render(tasks("salient", split, count), wnids, workers, f"salient {split}", progress)
         stats["salient"][split] = _write_salient(partial, split, records)
     records = _render(tasks("imagenet", "train", sizes.imagenet_per_class * 20), wnids, workers, "imagenet", progress)
