@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from pipeline.cues.result import Cue
 
 CUES = ("instances", "saliency", "cam_saliency")
+# the model each cue reads besides S4Net, by its `wsss proxy-labels` option: the instance classifier
+# (`--classifier`, multi-keyword images), the CAM classifier (`--cam`), or none
+CUE_MODELS = {"instances": "classifier", "saliency": None, "cam_saliency": "cam"}
 
 
 def make_cue(name: str, assignment: AssignmentConfig, proxy: ProxyConfig, classifier: InstanceClassifier | None = None,

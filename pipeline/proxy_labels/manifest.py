@@ -2,7 +2,7 @@
 
 ``OUT/labels/<image path>.png`` holds the labels; ``OUT/manifest[.shard-I-of-N].jsonl`` one
 record per image, appended as images finish; ``OUT/summary[.shard-I-of-N].json`` is
-written last. The workflow names its shard files through :meth:`Shard.suffix_for`.
+written last. The workflow names its shard files through :class:`Shard`'s ``*_for`` methods.
 """
 
 from __future__ import annotations
@@ -52,13 +52,23 @@ class Shard:
         """This shard's part of the manifest and summary names (see :meth:`suffix_for`)."""
         return self.suffix_for(self.index, self.count)
 
+    @staticmethod
+    def manifest_name_for(index: int | str, count: int) -> str:
+        """``manifest[.shard-I-of-N].jsonl`` (``index`` may be a pattern, as in :meth:`suffix_for`)."""
+        return f"manifest{Shard.suffix_for(index, count)}.jsonl"
+
+    @staticmethod
+    def summary_name_for(index: int | str, count: int) -> str:
+        """``summary[.shard-I-of-N].json``, written last by a finished shard."""
+        return f"summary{Shard.suffix_for(index, count)}.json"
+
     @property
     def manifest_name(self) -> str:
-        return f"manifest{self.suffix}.jsonl"
+        return self.manifest_name_for(self.index, self.count)
 
     @property
     def summary_name(self) -> str:
-        return f"summary{self.suffix}.json"
+        return self.summary_name_for(self.index, self.count)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -1,7 +1,7 @@
 """The ``s4net`` verbs that reproduce the paper: ``explain`` (Fig. 6), ``ablation-table`` (Tables 1-3), ``peer``.
 
 :func:`add_commands` adds them to the ``s4net`` command line; their work is in this
-subpackage's modules, imported when a verb runs.
+subpackage's modules.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def _peer_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_peer(commands) -> None:
-    from s4net.reproduction.maskrcnn_peer import PEER_BACKBONES, PeerConfig
+    from s4net.reproduction.maskrcnn_peer import PeerConfig
+    from s4net.reproduction.variants import PEER_BACKBONES
 
     defaults = PeerConfig()
     peer = commands.add_parser(

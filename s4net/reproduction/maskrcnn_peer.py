@@ -43,12 +43,12 @@ from s4net.engine import (
 from s4net.errors import InputError
 from s4net.io.atomic import write_json
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
+from s4net.reproduction.variants import PEER_BACKBONES
 from s4net.train import TrainConfig, learning_rate_factor
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = StateFormat("maskrcnn-peer", 1, "Mask R-CNN peer checkpoint", hint="train one with `s4net peer train`")
-PEER_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ class PeerConfig:
     def __post_init__(self) -> None:
         if self.backbone not in PEER_BACKBONES:
             raise ValueError(f"Mask R-CNN peer backbone {self.backbone!r}: expected one of {list(PEER_BACKBONES)}")
-        if self.size < 32 or self.detections < 1:
-            raise ValueError(f"PeerConfig needs size >= 32 and detections >= 1; got {self}")
+        if self.size < 1 or self.detections < 1:
+            raise ValueError(f"PeerConfig needs size >= 1 and detections >= 1; got {self}")
 
 
 def build_maskrcnn(config: PeerConfig) -> nn.Module:

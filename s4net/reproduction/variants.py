@@ -14,7 +14,8 @@ import re
 STUDIES = ("masking", "alpha", "backbone")
 PAPER_S4NET = {"masking": "ternary", "alpha": "1/3"}  # with the base backbone of the experiments' config
 PEER_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")  # what the Mask R-CNN peer can be built with
-# the parts of a run's folder name ``{masking}-a{alpha}-{backbone}``, as patterns (the workflow's wildcards)
+# a run's folder name, and its parts as patterns (the workflow's wildcards)
+RUN_NAME = "{masking}-a{alpha}-{backbone}"
 RUN_WILDCARDS = {"masking": "[a-z]+", "alpha": r"[0-9]+(?:_[0-9]+)?", "backbone": "[a-z0-9_]+"}
 
 
@@ -44,7 +45,7 @@ def variant_settings(study: str, variant: str, base_backbone: str) -> dict[str, 
 def run_name(masking: str, alpha: str, backbone: str) -> str:
     """The folder name of a run: ``ternary-a1_3-resnet50`` (alpha with ``_`` for ``/``)."""
     written = re.sub(r"\W", "_", alpha)  # "1/3" -> "1_3"
-    return f"{masking}-a{written}-{backbone}"
+    return RUN_NAME.format(masking=masking, alpha=written, backbone=backbone)
 
 
 def variant_run(study: str, variant: str, base_backbone: str) -> str:

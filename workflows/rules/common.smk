@@ -8,9 +8,9 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from pipeline.cues import CUES as KNOWN_CUES
+from pipeline.cues import CUE_MODELS, CUES as KNOWN_CUES
 from pipeline.proxy_labels.manifest import Shard
-from s4net.reproduction.variants import PEER_BACKBONES, RUN_WILDCARDS, STUDIES as STUDY_NAMES
+from s4net.reproduction.variants import PEER_BACKBONES, RUN_NAME, RUN_WILDCARDS, STUDIES as STUDY_NAMES
 from s4net.reproduction.variants import run_flags, study_peers, variant_run
 
 SCHEMA = os.path.join(workflow.basedir, "workflows", "schemas", "config.schema.yaml")
@@ -44,10 +44,11 @@ JOBS = SETTINGS["resources"]  # job kind -> threads, mem_mb, runtime
 S4NET = SETTINGS["s4net"]
 WSSS = SETTINGS["wsss"]
 SHARDS = WSSS["shards"]
-# how `wsss proxy-labels --shard I/N` names its manifest and summary (pipeline.proxy_labels.runner.Shard.suffix)
-SHARD_SUFFIX = f".shard-{{shard}}-of-{SHARDS}" if SHARDS > 1 else ""
+# how `wsss proxy-labels --shard I/N` names its files, with the shard index as the wildcard {shard}
+SHARD_SUFFIX = Shard.suffix_for("{shard}", SHARDS)
+SHARD_SUMMARY = Shard.summary_name_for("{shard}", SHARDS)
 CUES = list(WSSS["cues"])
-CUE_PATTERN = "instances|saliency|cam_saliency"  # every cue `wsss proxy-labels --cue` knows
+CUE_PATTERN = "|".join(KNOWN_CUES)  # every cue `wsss proxy-labels --cue` knows
 SOURCES = list(WSSS["cues"]) + (["ground_truth"] if WSSS["reference"] else [])
 
 
@@ -103,29 +104,29 @@ def optional_flag(flag, value):
     return f"{flag} {shlex.quote(str(value))}" if value is not None else ""
 
 
-def shard_files(kind, extension, cue):
-    """The manifest or summary of every shard of one cue."""
-    pattern = f"{RESULTS}/proxy/{{cue}}/{kind}{SHARD_SUFFIX}.{extension}"
-    return sorted(set(expand(pattern, cue=cue, shard=range(SHARDS))))
+def shard_files(name_for, cue):
+    """The manifest (``Shard.manifest_name_for``) or summary (``Shard.summary_name_for``) of every shard of one cue."""
+    return sorted(f"{RESULTS}/proxy/{cue}/{name_for(shard, SHARDS)}" for shard in range(SHARDS))
 
 
 def cue_models(wildcards):
-    """The model a cue's proxy-label jobs read besides S4Net: the instance classifier (instances), the CAM
-    classifier (cam_saliency), or none (saliency)."""
-    if wildcards.cue == "instances":
-        return {"classifier": rules.instance_classifier.output.classifier}
-    if wildcards.cue == "cam_saliency":
-        return {"cam": rules.train_cam.output.cam}
+    """The model a cue's proxy-label jobs read besides S4Net (``pipeline.cues.CUE_MODELS``): the instance
+    classifier, the CAM classifier, or none."""
+    kind = CUE_MODELS[wildcards.cue]
+    if kind == "classifier":
+        return {kind: rules.instance_classifier.output.classifier}
+    if kind == "cam":
+        return {kind: rules.train_cam.output.cam}
     return {}
 
 
 def cue_model_flags(wildcards, input):
-    """`wsss proxy-labels` flags naming the model of ``cue_models``."""
-    if wildcards.cue == "instances":
-        return f"--classifier {shlex.quote(input.classifier)}"
-    if wildcards.cue == "cam_saliency":
-        return f"--cam {shlex.quote(input.cam)} --cam-threshold {WSSS['cam']['threshold']}"
-    return ""
+    """`wsss proxy-labels` flags naming the model of ``cue_models`` (and the CAM's threshold)."""
+    kind = CUE_MODELS[wildcards.cue]
+    if kind is None:
+        return ""
+    threshold = f" --cam-threshold {WSSS['cam']['threshold']}" if kind == "cam" else ""
+    return f"--{kind} {shlex.quote(input[kind])}{threshold}"
 
 
 def segmenter_labels(wildcards):
@@ -146,7 +147,6 @@ def segmenter_data(source):
 def named(pairs):
     """``NAME=PATH`` arguments of wsss report, shell-quoted."""
     return " ".join(shlex.quote(f"{name}={path}") for name, path in pairs)
-
 
 
 EXPERIMENTS = SETTINGS["experiments"]

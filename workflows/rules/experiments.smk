@@ -28,11 +28,11 @@ rule experiment_train:
         world=rules.experiment_world.output.world,
         model_config=EXPERIMENTS["model_config"],
     output:
-        checkpoint=f"{EXPERIMENT_DIR}/runs/{{masking}}-a{{alpha}}-{{backbone}}/seed{{seed}}/model_final.pt",
+        checkpoint=f"{EXPERIMENT_DIR}/runs/{RUN_NAME}/seed{{seed}}/model_final.pt",
     benchmark:
-        f"{RESULTS}/benchmarks/experiment_train_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/experiment_train_{RUN_NAME}_seed{{seed}}.tsv"
     log:
-        f"{RESULTS}/logs/experiment_train_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.log",
+        f"{RESULTS}/logs/experiment_train_{RUN_NAME}_seed{{seed}}.log",
     wildcard_constraints:
         **RUN_WILDCARDS,
         seed=r"\d+",
@@ -48,6 +48,7 @@ rule experiment_train:
         warmup=EXPERIMENTS["warmup"],
         grad_clip=EXPERIMENTS["grad_clip"],
         checkpoint_every=EXPERIMENTS["checkpoint_every"],
+        cache="--cache" if EXPERIMENTS["cache"] else "",
         cpu_bf16=EXPERIMENTS["cpu_bf16"],
         device=DEVICE,
     threads: JOBS["experiment_train"]["threads"]
@@ -58,7 +59,7 @@ rule experiment_train:
         "--out {params.out:q} --model-config {input.model_config:q} {params.variant} --size {params.size} "
         "--iterations {params.iterations} --batch-size {params.batch_size} --lr {params.lr} "
         "--lr-steps {params.lr_steps} --warmup {params.warmup} --cpu-bf16 {params.cpu_bf16} --grad-clip {params.grad_clip} "
-        "--checkpoint-every {params.checkpoint_every} --seed {wildcards.seed} --cache --device {params.device} --quiet > {log:q} 2>&1"
+        "--checkpoint-every {params.checkpoint_every} --seed {wildcards.seed} {params.cache} --device {params.device} --quiet > {log:q} 2>&1"
 
 
 rule experiment_evaluate:
@@ -67,9 +68,9 @@ rule experiment_evaluate:
         checkpoint=rules.experiment_train.output.checkpoint,
         world=rules.experiment_world.output.world,
     output:
-        metrics=f"{EXPERIMENT_DIR}/runs/{{masking}}-a{{alpha}}-{{backbone}}/seed{{seed}}/test_metrics.json",
+        metrics=f"{EXPERIMENT_DIR}/runs/{RUN_NAME}/seed{{seed}}/test_metrics.json",
     log:
-        f"{RESULTS}/logs/experiment_evaluate_{{masking}}-a{{alpha}}-{{backbone}}_seed{{seed}}.log",
+        f"{RESULTS}/logs/experiment_evaluate_{RUN_NAME}_seed{{seed}}.log",
     wildcard_constraints:
         **RUN_WILDCARDS,
         seed=r"\d+",

@@ -23,6 +23,7 @@ rule train_s4net:
         warmup=S4NET["warmup"],
         grad_clip=S4NET["grad_clip"],
         checkpoint_every=S4NET["checkpoint_every"],
+        cache="--cache" if S4NET["cache"] else "",
         cpu_bf16=S4NET["cpu_bf16"],
         scale_jitter=f"--scale-jitter {S4NET['scale_jitter'][0]} {S4NET['scale_jitter'][1]}" if S4NET["scale_jitter"] else "",
         device=DEVICE,
@@ -36,7 +37,7 @@ rule train_s4net:
         "--model-config {input.model_config:q} {params.pretrained} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
         "--grad-clip {params.grad_clip} --cpu-bf16 {params.cpu_bf16} {params.scale_jitter} --checkpoint-every {params.checkpoint_every} "
-        "--seed {params.seed} --cache --device {params.device} --workers {params.workers} --quiet > {log:q} 2>&1"
+        "--seed {params.seed} {params.cache} --device {params.device} --workers {params.workers} --quiet > {log:q} 2>&1"
 
 
 rule evaluate_s4net:

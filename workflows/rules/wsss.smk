@@ -66,7 +66,7 @@ rule proxy_labels:
         checkpoint=rules.train_s4net.output.checkpoint,
     output:
         # written last; the shard's manifest is not an output, so a rerun after a kill resumes from it
-        summary=f"{RESULTS}/proxy/{{cue}}/summary{SHARD_SUFFIX}.json",
+        summary=f"{RESULTS}/proxy/{{cue}}/{SHARD_SUMMARY}",
     benchmark:
         f"{RESULTS}/benchmarks/proxy_labels_{{cue}}{SHARD_SUFFIX}.tsv"
     log:
@@ -96,7 +96,7 @@ rule proxy_labels:
 rule gather_proxy_labels:
     """All shards of one cue: their manifests in one file (the labels already share one folder)."""
     input:
-        lambda wildcards: shard_files("summary", "json", wildcards.cue),
+        lambda wildcards: shard_files(Shard.summary_name_for, wildcards.cue),
     output:
         manifest=f"{RESULTS}/proxy/{{cue}}/manifest.gathered.jsonl",
     wildcard_constraints:
@@ -104,7 +104,7 @@ rule gather_proxy_labels:
     log:
         f"{RESULTS}/logs/gather_proxy_labels_{{cue}}.log",
     params:
-        manifests=lambda wildcards: shard_files("manifest", "jsonl", wildcards.cue),
+        manifests=lambda wildcards: shard_files(Shard.manifest_name_for, wildcards.cue),
     shell:
         "(cat {params.manifests:q} > {output.manifest:q}.tmp && mv {output.manifest:q}.tmp {output.manifest:q}) > {log:q} 2>&1"
 
