@@ -138,6 +138,8 @@ def test_provenance_records_settings_code_and_environment(tmp_path: Path) -> Non
     assert json.loads((tmp_path / "settings.json").read_text()) == {"seed": 3, "wsss": {"shards": 2}}
     code = json.loads((tmp_path / "code.json").read_text())
     assert code["s4net"] and code["pipeline"] and code["python"]
+    if (Path(__file__).resolve().parents[1] / ".git").exists():  # in a git checkout, the commit is recorded
+        assert code["git"], code
     freeze = (tmp_path / "pip_freeze.txt").read_text().splitlines()
     assert any(line.lower().startswith("torch==") for line in freeze) and freeze == sorted(freeze, key=str.lower)
     assert wsss_main(["provenance", "--out", str(tmp_path / "x"), "--settings", "{seed"]) == 2

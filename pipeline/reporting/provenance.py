@@ -12,7 +12,7 @@ from typing import Any
 
 from s4net.io.atomic import atomic_write_text, write_json
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # pipeline/reporting/provenance.py -> the repository
 
 
 def code_version() -> dict[str, Any]:
