@@ -60,3 +60,21 @@ def test_results_doc_peer_rows_match_the_committed_bench_json() -> None:
     assert f"| {times['fp32']:.3f} | {times['bf16']:.3f} |" in text
     assert f"| {times['maskrcnn fp32']:.2f} | {times['maskrcnn bf16']:.2f} |" in text
     assert "PEER_" not in text and "STEP_ROWS" not in text
+
+
+def test_results_doc_table5_quotes_the_committed_demo_report() -> None:
+    """The Table 5 analogue quotes the demo DAG's report (its summary.json, committed as docs/results/)."""
+    import json
+
+    text = (REPO / "docs" / "RESULTS.md").read_text()
+    summary = json.loads((REPO / "docs" / "results" / "demo_summary.json").read_text())
+    full = summary["segmenters"]["ground_truth"]["mIoU"]
+    for cue in ("saliency", "cam_saliency", "instances"):
+        proxy, miou = summary["proxy_labels"][cue], summary["segmenters"][cue]["mIoU"]
+        cells = (f"| {100 * proxy['mIoU']:.1f} ({100 * proxy['mIoU_labelled']:.1f} on {100 * proxy['coverage']:.1f}%) "
+                 f"| {100 * miou:.1f} | {miou / full:.3f} |")
+        assert cells in text, cue
+    assert f"| {100 * full:.1f} | 1.000 |" in text
+    s4net = summary["s4net"]
+    assert (f"mAP@0.5 {100 * s4net['mAP50']:.1f} and mAP@0.7 {100 * s4net['mAP70']:.1f} "
+            f"({100 * s4net['mAP50_occluded']:.1f} / {100 * s4net['mAP70_occluded']:.1f}") in text

@@ -164,8 +164,10 @@ def test_report_tables_show_the_metrics_they_were_given(tmp_path: Path) -> None:
     from pipeline.reporting.report import ReportInputs, build_report
 
     files = _fake_run(tmp_path)
+    scores = tmp_path / "proxy_scores.json"  # as `wsss score` writes them
+    scores.write_text(json.dumps({"mIoU": 0.862, "mIoU_labelled": 0.922, "coverage": 0.936, "images": 600}))
     inputs = ReportInputs(
-        s4net_metrics=tmp_path / "s4net.json", out=tmp_path / "report",
+        s4net_metrics=tmp_path / "s4net.json", out=tmp_path / "report", proxy_scores={"instances": scores},
         segmenter_metrics={s: files[s] for s in ("instances", "saliency", "ground_truth")},
         predictions={s: tmp_path / "pred" / s for s in ("instances", "saliency", "ground_truth")},
         voc_root=files["voc"], benchmarks=tmp_path / "bench", samples=2,
@@ -181,7 +183,11 @@ def test_report_tables_show_the_metrics_they_were_given(tmp_path: Path) -> None:
     assert "50.0" in miou and "52.0" in miou and "54.0" in miou and "0.926" in miou  # 0.50 / 0.54 of full
     runtimes = (out / "runtimes.html").read_text()
     assert "569.1" in runtimes and "1500" in runtimes and "n/a" in runtimes
-    assert json.loads((out / "summary.json").read_text())["segmenters"]["saliency"]["mIoU"] == pytest.approx(0.52)
+    written = json.loads((out / "summary.json").read_text())
+    assert written["segmenters"]["saliency"]["mIoU"] == pytest.approx(0.52)
+    assert written["proxy_labels"] == {"instances": {"mIoU": 0.862, "mIoU_labelled": 0.922, "coverage": 0.936,
+                                                     "images": 600}}
+    assert "86.2" in miou  # the proxy-label column
     from PIL import Image
 
     with Image.open(out / "prediction_overlays.png") as sheet:

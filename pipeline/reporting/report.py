@@ -259,7 +259,8 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         "s4net": {key: s4net.get(key) for key in ("mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded", "images")},
         "segmenters": {source: {"mIoU": m["mIoU"], "per_class_iou": m["per_class_iou"], "images": m.get("images")}
                        for source, m in segmenters.items()},
-        "proxy_labels": {cue: {"mIoU": p["mIoU"], "images": p.get("images")} for cue, p in proxies.items()},
+        "proxy_labels": {cue: {key: p.get(key) for key in ("mIoU", "mIoU_labelled", "coverage", "images")}
+                         for cue, p in proxies.items()},
         "runtimes": runtimes,
         "files": written,
     }
