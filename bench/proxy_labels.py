@@ -77,9 +77,10 @@ def child(args: argparse.Namespace) -> int:
 
 def run_child(mode: str, images: Path, keywords: Path, args: argparse.Namespace, scratch: Path) -> dict:
     out = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{mode}-"))
-    command = [sys.executable, "-m", "bench.proxy_labels", "--child", mode, "--images", str(images), "--keywords",
-               str(keywords), "--checkpoint", str(args.checkpoint), "--classifier", str(args.classifier),
-               "--scratch-out", str(out),
+    # the child runs as `python -m bench.proxy_labels` from the repository root: its paths are made absolute
+    paths = [str(Path(p).resolve()) for p in (images, keywords, args.checkpoint, args.classifier, out)]
+    command = [sys.executable, "-m", "bench.proxy_labels", "--child", mode, "--images", paths[0], "--keywords",
+               paths[1], "--checkpoint", paths[2], "--classifier", paths[3], "--scratch-out", paths[4],
                "--threads", str(args.threads), "--workers", str(args.workers)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     stdout = process.stdout.read()

@@ -20,9 +20,9 @@ def test_proxy_labels_over_5000_images_keep_memory_flat(checkpoint: Path, tiny_w
                            str(checkpoint), "--images", str(imagenet), "--keywords", str(imagenet / "keywords.csv"),
                            "--out", str(classifier), "--score-threshold", "0", "-q"], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr[-2000:]
-    result = subprocess.run([sys.executable, str(REPO / "bench" / "proxy_labels.py"), "--world", str(tiny_world),
+    result = subprocess.run([sys.executable, "-m", "bench.proxy_labels", "--world", str(tiny_world),
                              "--checkpoint", str(checkpoint), "--classifier", str(classifier), "--modes", "proxy",
-                             "--counts", "500", "5000", "--out", str(out)], capture_output=True, text=True)
+                             "--counts", "500", "5000", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert [run["images"] for run in report["runs"]] == [5000, 500]  # every image labelled
