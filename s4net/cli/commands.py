@@ -63,6 +63,8 @@ def _train(args: argparse.Namespace) -> int:
             device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers,
             cache=args.cache, deterministic=args.deterministic, grad_clip=args.grad_clip, model=_model_config(args),
         )
+    except InputError:
+        raise  # a bad model config names its file already
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
     try:
