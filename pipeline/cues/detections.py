@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Sequence
 
 from pipeline.datasets.imagenet import ImageNetSubset
-from s4net.inference import Detections
+from s4net.inference import Detections, run_detector
 
 
 def subset_detections(model: Any, subset: ImageNetSubset, indices: Sequence[int], batch_size: int, device: Any,
@@ -14,8 +14,6 @@ def subset_detections(model: Any, subset: ImageNetSubset, indices: Sequence[int]
 
     Images that cannot be read are appended to ``skipped`` instead.
     """
-    from s4net.inference import run_detector
-
     items = ((subset.entries[i].image, subset.image_path(i)) for i in indices)
     return run_detector(model, items, batch_size=batch_size, device=device, progress=progress, total=len(indices),
                         skipped=skipped, features=True, desc=desc)

@@ -47,11 +47,6 @@ class Shard:
         """
         return "" if count == 1 else f".shard-{index}-of-{count}"
 
-    @property
-    def suffix(self) -> str:
-        """This shard's part of the manifest and summary names (see :meth:`suffix_for`)."""
-        return self.suffix_for(self.index, self.count)
-
     @staticmethod
     def manifest_name_for(index: int | str, count: int) -> str:
         """``manifest[.shard-I-of-N].jsonl`` (``index`` may be a pattern, as in :meth:`suffix_for`)."""

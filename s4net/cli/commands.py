@@ -53,6 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     from s4net.errors import InputError
     from s4net.train import TrainConfig, TrainingDiverged, train
 
+    model = _model_config(args)  # a bad model config is an InputError naming its file
     try:
         cfg = TrainConfig(
             annotations=args.annotations, images=args.images, out=args.out, iterations=args.iterations,
@@ -61,10 +62,8 @@ def _train(args: argparse.Namespace) -> int:
             seed=args.seed, hflip=not args.no_hflip,
             scale_jitter=args.scale_jitter,
             device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers,
-            cache=args.cache, deterministic=args.deterministic, grad_clip=args.grad_clip, model=_model_config(args),
+            cache=args.cache, deterministic=args.deterministic, grad_clip=args.grad_clip, model=model,
         )
-    except InputError:
-        raise  # a bad model config names its file already
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
     try:
