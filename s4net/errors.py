@@ -20,3 +20,14 @@ class ImageReadError(InputError):
 
 class DatasetError(InputError):
     """A dataset whose layout or annotation is inconsistent."""
+
+
+class TrainingStopped(Exception):
+    """A training that ended early in a known way; ``exit_status`` is the CLI's exit status.
+
+    Its subclasses are the engine's (:mod:`s4net.engine.loop`, :mod:`s4net.engine.preemption`):
+    a diverging loss (status 3) and a stop on SIGTERM/SIGUSR1 with the state saved (status 75).
+    """
+
+    exit_status = 1
+    label = "error: "

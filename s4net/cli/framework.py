@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any, Callable, Sequence
 
-from s4net.errors import InputError
+from s4net.errors import InputError, TrainingStopped
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -55,7 +55,10 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     Bad input (:class:`InputError`, a missing file) ends with a one-line
     ``prog command: error: ...`` on stderr and exit status 2; a failing machine
     (``OSError``: disk full, read-only output, no permission) with one line and
-    status 1; anything else is a bug and keeps its traceback.
+    status 1; a diverging training (a loss that is not finite) with one line and
+    status 3; a training stopped by SIGTERM or SIGUSR1 after saving its state with one
+    line and status 75 (:data:`~s4net.engine.preemption.EXIT_PREEMPTED`: run it again to
+    resume); anything else is a bug and keeps its traceback.
     """
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -66,6 +69,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except InputError as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingStopped as exc:
+        print(f"{parser.prog} {args.command}: {exc.label}{exc}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130

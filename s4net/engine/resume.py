@@ -29,12 +29,14 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 
 
 def restore_training(
-    state: dict[str, Any], key: dict[str, Any], last_path: Path, model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, metrics_path: Path,
+    state: dict[str, Any], key: dict[str, Any], last_path: Path | str, model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, metrics_path: Path | None,
 ) -> int:
     """Load a ``last.pt`` state written with the same settings (``key``); returns the iteration to go on from.
 
-    Metrics lines logged after that checkpoint (by a run killed later) are dropped.
+    Metrics lines logged after that checkpoint (by a run killed later) are dropped from ``metrics_path``
+    (None: left alone, as on the ranks other than 0). A scaler state saved while no GradScaler ran
+    (float32 or bfloat16) leaves a running scaler at its initial state.
     """
     if state.get("train") != key:
         changed = settings_diff(state.get("train") or {}, key)
@@ -42,10 +44,12 @@ def restore_training(
                                     "delete the folder to start over")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    if scaler.is_enabled() and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     start = int(state["iteration"])
-    log.info("resuming from %s at iteration %d", last_path, start)
-    trim_metrics(metrics_path, start)
+    if metrics_path is not None:
+        log.info("resuming from %s at iteration %d", last_path, start)
+        trim_metrics(metrics_path, start)
     return start
 
 
