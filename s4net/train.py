@@ -1,51 +1,26 @@
-"""Training of S4Net: SGD with step decays, seeded order, resumable checkpoints (the loop's parts: :mod:`s4net.engine`).
+"""Training of S4Net: SGD with step decays, seeded order, resumable checkpoints, on the engine (:mod:`s4net.engine`).
 
-Layout of an output folder::
-
-    out/
-      train_config.json       the run's settings (a resumed run must match them)
-      metrics.jsonl           one line per logged iteration
-      checkpoints/last.pt     full state (model, optimizer, scaler, iteration), atomic
-      checkpoints/iter_N.pt   periodic snapshots of the same (hard links where possible; the
-                              newest ``keep_snapshots`` are kept)
-      model_final.pt          model-only checkpoint written at the end
+S4Net's part is its model, its batches (:class:`~s4net.data.training.SeededBatches`) and its
+loss; the loop, the checkpoints, mixed precision, torchrun's ranks and preemption are the
+engine's (:func:`s4net.engine.run_training`, whose docstring shows the output folder; the
+final file is ``model_final.pt``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from s4net.checkpoint import build_model, read_checkpoint, save_checkpoint
 from s4net.config import S4NetConfig, json_ready
-from s4net.data.coco import SalientInstanceDataset
-from s4net.data.training import SeededBatches, TrainingSet, collate
-from s4net.engine import (
-    MetricsLog,
-    autocast_context,
-    deterministic_algorithms,
-    newest_readable_state,
-    optimizer_step,
-    parameter_groups,
-    prune_snapshots,
-    resolve_device,
-    restore_training,
-    step_factor,
-)
-from s4net.io.atomic import write_json
+from s4net.engine import LoopSettings, Step, TrainingDiverged, run_training, step_factor
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -54,9 +29,9 @@ class TrainConfig:
 
     Attributes:
         annotations / images: COCO salient-instance json and the image folder.
-        out: output folder (see the module docstring).
+        out: output folder (its layout: :mod:`s4net.engine.loop`).
         iterations: total SGD iterations.
-        batch_size: images per iteration.
+        batch_size: images per iteration, over all processes under torchrun (each takes its share).
         lr: base learning rate; ``lr_steps`` iterations at which it is multiplied by ``gamma``.
         warmup_iterations: linear warm-up from lr/100 (0: none, as the paper).
         checkpoint_every: iterations between snapshots (0: only the final one).
@@ -74,6 +49,7 @@ class TrainConfig:
         cache: keep resized samples in memory.
         deterministic: switch on torch's deterministic algorithms.
         grad_clip: clip the gradient norm to this (None: no clipping, as the paper).
+        sync_bn: under torchrun, BatchNorm statistics over the global batch (for ``norm: bn``).
         model: the S4Net model config.
     """
 
@@ -101,6 +77,7 @@ class TrainConfig:
     cache: bool = False
     deterministic: bool = False
     grad_clip: float | None = None
+    sync_bn: bool = False
     model: S4NetConfig = field(default_factory=S4NetConfig)
 
     def __post_init__(self) -> None:
@@ -144,95 +121,74 @@ def learning_rate_factor(iteration: int, cfg: TrainConfig) -> float:
     return step_factor(iteration, cfg.lr_steps, cfg.gamma, cfg.warmup_iterations)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Train (or resume) and return the path of ``model_final.pt``."""
-    with deterministic_algorithms(cfg.deterministic):
-        return _train(cfg, progress)
-
-
-def _train(cfg: TrainConfig, progress: bool) -> Path:
-    out = cfg.out
-    checkpoints = out / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    final_path = out / "model_final.pt"
-    last_path = checkpoints / "last.pt"
-    metrics_path = out / "metrics.jsonl"
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-
-    model = build_model(cfg.model).to(device)
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    start = 0
-    snapshots = sorted(checkpoints.glob("iter_*.pt"), reverse=True)
-    state, state_path = newest_readable_state([last_path, *snapshots],
-                                              lambda p: read_checkpoint(p, map_location=device))
-    if state is not None:
-        start = restore_training(state, cfg.resume_key(), state_path, model, optimizer, scaler, metrics_path)
-    elif metrics_path.exists():
-        metrics_path.unlink()
-    write_json(out / "train_config.json", cfg.to_dict())
-    if start >= cfg.iterations and final_path.exists():
-        log.info("%s already trained to %d iterations", out, cfg.iterations)
-        return final_path
-
-    source = SalientInstanceDataset(cfg.annotations, cfg.images)
-    dataset = TrainingSet(source, cfg.model.image_size, cache=cfg.cache)
-    sampler = SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip, cfg.scale_jitter)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
+def loop_settings(cfg: TrainConfig, progress: bool, desc: str = "train s4net") -> LoopSettings:
+    """The engine's settings from a :class:`TrainConfig`."""
+    return LoopSettings(
+        out=cfg.out, final_name="model_final.pt", iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,
+        device=cfg.device, amp=cfg.amp, cpu_bf16=cfg.cpu_bf16, checkpoint_every=cfg.checkpoint_every,
+        keep_snapshots=cfg.keep_snapshots, log_every=cfg.log_every, workers=cfg.workers,
+        deterministic=cfg.deterministic, sync_bn=cfg.sync_bn, progress=progress, desc=desc,
     )
 
-    def snapshot(iteration: int) -> None:
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iteration": iteration,
-            "train": cfg.resume_key(),
-        }
-        save_checkpoint(last_path, model, **state)
-        if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
-            target = checkpoints / f"iter_{iteration:07d}.pt"
-            target.unlink(missing_ok=True)
-            try:  # last.pt is replaced by rename, never rewritten, so a hard link stays this snapshot
-                os.link(last_path, target)
-            except OSError:
-                save_checkpoint(target, model, **state)
-            prune_snapshots(checkpoints, cfg.keep_snapshots)
 
-    model.train()
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train s4net", unit="it",
-               dynamic_ncols=True)
-    metrics = metrics_path.open("a", encoding="utf-8")
-    log_metrics = MetricsLog(metrics, cfg.batch_size, cfg.log_every, cfg.iterations)
-    try:
-        for iteration, (images, targets) in enumerate(loader, start=start):
-            factor = learning_rate_factor(iteration, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * factor
-            images = images.to(device, non_blocking=True)
-            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-            with autocast_context(device, use_amp, cfg.cpu_bf16):
-                losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                kept = last_path if last_path.exists() else "none (no checkpoint was written yet)"
-                raise TrainingDiverged(f"loss is not finite at iteration {iteration} ({parts}); last good checkpoint: "
-                                       f"{kept}")
-            optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
-            done = iteration + 1
-            bar.update(1)
-            means = log_metrics.add(done, cfg.lr * factor, {k: float(v.detach()) for k, v in losses.items()})
-            if means is not None:
-                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in means.items()})
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.iterations:
-                snapshot(done)
-    finally:
-        bar.close()
-        metrics.close()
-    save_checkpoint(final_path, model, iteration=cfg.iterations, train=cfg.resume_key())
-    return final_path
+class S4NetTask:
+    """S4Net on the engine: its model, its seeded batches of salient instances, its losses and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        from s4net.data.coco import SalientInstanceDataset
+
+        self.cfg = cfg
+        self.source = SalientInstanceDataset(cfg.annotations, cfg.images)
+
+    def build_model(self) -> torch.nn.Module:
+        return build_model(self.cfg.model)
+
+    def dataset(self) -> torch.utils.data.Dataset:
+        from s4net.data.training import TrainingSet
+
+        return TrainingSet(self.source, self.cfg.model.image_size, cache=self.cfg.cache)
+
+    def batches(self, start: int) -> torch.utils.data.Sampler:
+        from s4net.data.training import SeededBatches
+
+        cfg = self.cfg
+        return SeededBatches(len(self.source), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip,
+                             cfg.scale_jitter)
+
+    def collate(self, items: list[Any]) -> Any:
+        from s4net.data.training import collate
+
+        return collate(items)
+
+    def lr_factor(self, iteration: int) -> float:
+        return learning_rate_factor(iteration, self.cfg)
+
+    def losses(self, model: torch.nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        images = images.to(step.device, non_blocking=True)
+        targets = [{k: v.to(step.device, non_blocking=True) for k, v in t.items()} for t in targets]
+        return model(images, targets)
+
+    def resume_key(self) -> dict[str, Any]:
+        return self.cfg.resume_key()
+
+    def record(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
+
+    def save(self, path: Path, model: torch.nn.Module, **state: Any) -> None:
+        save_checkpoint(path, model, **state)
+
+    def read(self, path: Path, map_location: torch.device | str) -> dict[str, Any]:
+        return read_checkpoint(path, map_location=map_location)
+
+    def finish(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+        return {}
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Train (or resume) and return the path of ``model_final.pt`` (run by every rank under torchrun)."""
+    return run_training(S4NetTask(cfg), loop_settings(cfg, progress))
+
+
+__all__ = ["S4NetTask", "TrainConfig", "TrainingDiverged", "learning_rate_factor", "loop_settings", "train"]

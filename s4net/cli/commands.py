@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -51,7 +51,7 @@ def _model_config(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     from s4net.engine import resolve_cpu_bf16
     from s4net.errors import InputError
-    from s4net.train import TrainConfig, TrainingDiverged, train
+    from s4net.train import TrainConfig, train
 
     model = _model_config(args)  # a bad model config is an InputError naming its file
     try:
@@ -62,16 +62,14 @@ def _train(args: argparse.Namespace) -> int:
             seed=args.seed, hflip=not args.no_hflip,
             scale_jitter=args.scale_jitter,
             device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers,
-            cache=args.cache, deterministic=args.deterministic, grad_clip=args.grad_clip, model=model,
+            cache=args.cache, deterministic=args.deterministic, grad_clip=args.grad_clip, sync_bn=args.sync_bn,
+            model=model,
         )
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
-    try:
-        final = train(cfg, progress=not args.quiet)
-    except TrainingDiverged as exc:
-        print(f"s4net train: error: {exc}", file=sys.stderr)
-        return 3
-    print(f"wrote {final}")
+    final = train(cfg, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {final}")
     return 0
 
 
@@ -118,6 +116,8 @@ def _add_train(commands) -> None:
     train.add_argument("--cache", action="store_true", help="keep resized samples in memory (small sets)")
     train.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
     train.add_argument("--grad-clip", type=float, help="clip the gradient norm (default: no clipping)")
+    train.add_argument("--sync-bn", action="store_true",
+                       help="under torchrun: BatchNorm statistics over the global batch (norm: bn)")
     add_verbosity(train)
     train.set_defaults(handler=_train)
 

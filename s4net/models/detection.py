@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
+from s4net.engine.distributed import global_mean
 from s4net.models.box_ops import NEGATIVE, POSITIVE, BoxCoder, Matcher
 
 
@@ -51,33 +52,31 @@ def objectness_loss(logits: Tensor, labels: Tensor, hard_negatives: int | None =
             (the original code's OHEM, k=256); None averages over all of them.
 
     Returns:
-        (positive term, negative term); each is 0 when its set is empty.
+        (positive term, negative term); each is 0 when its set is empty. The means are over the global
+        batch under torchrun (:func:`~s4net.engine.distributed.global_mean`).
     """
     logits = logits.float()
     positive = labels == POSITIVE
     negative = labels == NEGATIVE
     pos_loss = F.softplus(-logits)  # -log p
     neg_loss = F.softplus(logits)  # -log (1 - p)
-    zero = logits.sum() * 0.0
-    pos_term = pos_loss[positive].mean() if positive.any() else zero
+    pos_term = global_mean(pos_loss[positive].sum(), positive.sum())
     if hard_negatives is None:
-        neg_term = neg_loss[negative].mean() if negative.any() else zero
+        neg_term = global_mean(neg_loss[negative].sum(), negative.sum())
     else:
         masked = torch.where(negative, neg_loss, torch.full_like(neg_loss, -1.0))
         k = min(hard_negatives, masked.shape[1])
         top = masked.topk(k, dim=1).values
         keep = top >= 0
-        neg_term = top[keep].mean() if keep.any() else zero
+        neg_term = global_mean(top[keep].sum(), keep.sum())
     return pos_term, neg_term
 
 
 def box_loss(deltas: Tensor, targets: Tensor, labels: Tensor, beta: float) -> Tensor:
     """Smooth-L1 over positive anchors, summed over coordinates, averaged over positives."""
     positive = labels == POSITIVE
-    if not positive.any():
-        return deltas.sum() * 0.0
     loss = F.smooth_l1_loss(deltas[positive].float(), targets[positive], beta=beta, reduction="sum")
-    return loss / positive.sum()
+    return global_mean(loss, positive.sum())
 
 
 def detection_targets(

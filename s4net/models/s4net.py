@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from s4net.config import S4NetConfig
+from s4net.engine.distributed import global_mean
 from s4net.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from s4net.models.box_ops import AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import DetectionHead, box_loss, detection_targets, objectness_loss, select_proposals
@@ -226,7 +227,7 @@ class S4Net(nn.Module):
                                                      out.logits.shape[-2:])
             part, part_weight = weighted_ce(out.logits, seg_targets, weights)
             total, weight = total + part, weight + part_weight
-        losses["loss_mask"] = cfg.mask_weight * total / weight.clamp(min=1e-6)
+        losses["loss_mask"] = cfg.mask_weight * global_mean(total, weight)
         return losses
 
     def mask_targets(self, masks: Tensor, boxes: Tensor, extent: Tensor,
