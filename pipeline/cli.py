@@ -98,6 +98,11 @@ def _instance_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _main_rank() -> bool:
+    """Whether this process is rank 0 of a torchrun launch (or not under torchrun): the one that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _train_cam(args: argparse.Namespace) -> int:
     from pipeline.cues.cam import CamConfig, train_cam
 
@@ -107,7 +112,9 @@ def _train_cam(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     path = train_cam(args.images, args.out, args.keywords, config, args.pretrained, args.device, args.checkpoint_every,
-                     progress=not args.quiet)
+                     args.log_every, progress=not args.quiet, workers=args.workers, sync_bn=args.sync_bn)
+    if not _main_rank():
+        return 0
     report = read_json(Path(args.out) / "report.json", "CAM training report")
     accuracy = report["heldout_keyword_accuracy"]
     print(f"CAM classifier: held-out keyword accuracy {'n/a' if accuracy is None else f'{accuracy:.3f}'} "
@@ -138,12 +145,13 @@ def _train_segmenter(args: argparse.Namespace) -> int:
             model=SegmenterConfig(arch=args.arch, encoder=args.encoder), encoder_weights=args.encoder_weights,
             iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, crop=args.crop, scale=tuple(args.scale),
             seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-            workers=args.workers, deterministic=args.deterministic,
+            workers=args.workers, deterministic=args.deterministic, sync_bn=args.sync_bn,
         )
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     final = train_segmenter(config, progress=not args.quiet)
-    print(f"segmenter ({args.arch}, {args.encoder}) trained for {args.iterations} iterations: {final}")
+    if _main_rank():
+        print(f"segmenter ({args.arch}, {args.encoder}) trained for {args.iterations} iterations: {final}")
     return 0
 
 
@@ -335,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--seed", type=int, default=0)
     cam.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     cam.add_argument("--checkpoint-every", type=int, default=200)
+    cam.add_argument("--log-every", type=positive_int, default=20, help="iterations between metrics.jsonl lines")
+    cam.add_argument("--workers", type=int, default=0, help="data-loading processes (per process under torchrun)")
+    cam.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm over the global batch")
     add_verbosity(cam)
     cam.set_defaults(handler=_train_cam)
 
@@ -381,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--log-every", type=int, default=20, help="iterations between metrics.jsonl lines")
     seg.add_argument("--workers", type=int, default=0, help="data-loading processes")
     seg.add_argument("--deterministic", action="store_true", help="torch's deterministic algorithms (GPU runs)")
+    seg.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm over the global batch")
     add_verbosity(seg)
     seg.set_defaults(handler=_train_segmenter)
 

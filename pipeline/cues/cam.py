@@ -26,20 +26,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from pipeline.classes import FOREGROUND_CLASSES
 from pipeline.datasets.imagenet import ImageNetSubset
-from s4net.engine import (
-    MetricsLog,
-    autocast_context,
-    newest_readable_state,
-    optimizer_step,
-    parameter_groups,
-    poly_factor,
-    resolve_device,
-    restore_training,
-)
+from s4net.engine import LoopSettings, Step, global_mean, poly_factor, run_training
 from s4net.errors import InputError
 from s4net.io.atomic import write_json
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
@@ -223,79 +213,82 @@ def keyword_accuracy(model: CamNet, dataset: KeywordImages, indices: Sequence[in
     return hits / len(indices)
 
 
+class CamTask:
+    """The CAM classifier on the engine: seeded keyword batches, multi-label loss over the global batch."""
+
+    def __init__(self, images: str | os.PathLike, keywords: str | os.PathLike | None, cfg: CamConfig,
+                 pretrained: str | None) -> None:
+        self.subset = ImageNetSubset(images, keywords)
+        if len(self.subset) < 2:
+            raise InputError(self.subset.root,
+                             f"{len(self.subset)} keyword-tagged images: too few to train a CAM classifier")
+        self.cfg, self.pretrained = cfg, pretrained
+        self.train_ids, self.held_ids = split_holdout(len(self.subset), cfg.holdout, cfg.seed)
+        self.images = KeywordImages(self.subset, cfg.size)
+        self.key = {**asdict(cfg), "pretrained": str(pretrained) if pretrained else None, "images": len(self.subset)}
+
+    def build_model(self) -> nn.Module:
+        return CamNet(self.cfg.backbone, self.cfg.size, self.pretrained)
+
+    def dataset(self) -> torch.utils.data.Dataset:
+        return self.images
+
+    def batches(self, start: int) -> torch.utils.data.Sampler:
+        cfg = self.cfg
+        return SeededKeywordBatches(self.train_ids, cfg.batch_size, cfg.seed, start, cfg.iterations)
+
+    def collate(self, items: list[Any]) -> Any:
+        return torch.utils.data.default_collate(items)
+
+    def lr_factor(self, iteration: int) -> float:
+        return poly_factor(iteration, self.cfg.iterations, 0.9)
+
+    def losses(self, model: nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
+        images, targets = (t.to(step.device, non_blocking=True) for t in batch)
+        logits, _ = model(normalise_imagenet(images))
+        total = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
+        return {"loss": global_mean(total, targets.numel())}
+
+    def resume_key(self) -> dict[str, Any]:
+        return self.key
+
+    def record(self) -> dict[str, Any]:
+        return {**self.key, "train_images": len(self.train_ids), "heldout_images": len(self.held_ids)}
+
+    def save(self, path: Path, model: nn.Module, **state: Any) -> None:
+        save_cam(path, model, **state)
+
+    def read(self, path: Path, map_location: torch.device | str) -> dict[str, Any]:
+        return read_cam(path, map_location=map_location)
+
+    def finish(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """The held-out keyword accuracy, in ``report.json`` and in the final file."""
+        report = {"heldout_keyword_accuracy": keyword_accuracy(model, self.images, self.held_ids, device),
+                  "heldout_images": len(self.held_ids), "train_images": len(self.train_ids),
+                  "iterations": self.cfg.iterations}
+        log.info("CAM classifier: held-out keyword accuracy %s on %d images", report["heldout_keyword_accuracy"],
+                 len(self.held_ids))
+        return {"report": report}
+
+
 def train_cam(
     images: str | os.PathLike, out: str | os.PathLike, keywords: str | os.PathLike | None = None,
     config: CamConfig = CamConfig(), pretrained: str | None = None, device: str = "auto", checkpoint_every: int = 200,
-    log_every: int = 20, progress: bool = True,
+    log_every: int = 20, progress: bool = True, workers: int = 0, sync_bn: bool = False, amp: bool = True,
 ) -> Path:
-    """Train (or resume) the CAM classifier on a keyword-tagged image set; returns the path of ``cam.pt``."""
-    with torch.random.fork_rng(devices=[]):
-        return _train(images, Path(out), keywords, config, pretrained, device, checkpoint_every, log_every, progress)
+    """Train (or resume) the CAM classifier on a keyword-tagged image set; returns the path of ``cam.pt``.
 
-
-def _train(images, out: Path, keywords, cfg: CamConfig, pretrained, device_name: str, checkpoint_every: int,
-           log_every: int, progress: bool) -> Path:
-    subset = ImageNetSubset(images, keywords)
-    if len(subset) < 2:
-        raise InputError(subset.root, f"{len(subset)} keyword-tagged images: too few to train a CAM classifier")
-    device = resolve_device(device_name)
-    checkpoints = out / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    final_path, last_path, metrics_path = out / "cam.pt", checkpoints / "last.pt", out / "metrics.jsonl"
-    key = {**asdict(cfg), "pretrained": str(pretrained) if pretrained else None, "images": len(subset)}
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        model = CamNet(cfg.backbone, cfg.size, pretrained).to(device)
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    state, state_path = newest_readable_state([last_path], lambda p: read_cam(p, map_location=device))
-    start = 0
-    if state is not None:
-        start = restore_training(state, key, state_path, model, optimizer, scaler, metrics_path)
-    elif metrics_path.exists():
-        metrics_path.unlink()
-    train_ids, held_ids = split_holdout(len(subset), cfg.holdout, cfg.seed)
-    write_json(out / "train_config.json", {**key, "train_images": len(train_ids), "heldout_images": len(held_ids)},
-               indent=2)
-    if start >= cfg.iterations and final_path.exists():
-        return final_path
-    dataset = KeywordImages(subset, cfg.size)
-    sampler = SeededKeywordBatches(train_ids, cfg.batch_size, cfg.seed, start, cfg.iterations)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0)
-    model.train()
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train CAM classifier", unit="it",
-               dynamic_ncols=True)
-    metrics = metrics_path.open("a", encoding="utf-8")
-    log_metrics = MetricsLog(metrics, cfg.batch_size, log_every, cfg.iterations)
-    try:
-        for iteration, (batch, targets) in enumerate(loader, start=start):
-            factor = poly_factor(iteration, cfg.iterations, 0.9)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * factor
-            batch, targets = batch.to(device), targets.to(device)
-            with autocast_context(device, use_amp, False):
-                logits, _ = model(normalise_imagenet(batch))
-            loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"CAM classifier loss is not finite at iteration {iteration}; last good checkpoint: "
-                                   f"{last_path if last_path.exists() else 'none yet'}")
-            optimizer_step(loss, model, optimizer, scaler)
-            done = iteration + 1
-            bar.update(1)
-            means = log_metrics.add(done, cfg.lr * factor, {"loss": float(loss.detach())})
-            if means is not None:
-                bar.set_postfix(loss=f"{means['loss']:.3f}")
-            if (checkpoint_every and done % checkpoint_every == 0) or done == cfg.iterations:
-                save_cam(last_path, model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), iteration=done,
-                         train=key)
-    finally:
-        bar.close()
-        metrics.close()
-    report = {"heldout_keyword_accuracy": keyword_accuracy(model, dataset, held_ids, device),
-              "heldout_images": len(held_ids), "train_images": len(train_ids), "iterations": cfg.iterations}
-    log.info("CAM classifier: held-out keyword accuracy %s on %d images", report["heldout_keyword_accuracy"],
-             len(held_ids))
-    save_cam(final_path, model, report=report, train=key)
-    write_json(out / "report.json", report, indent=2)
-    return final_path
+    ``report.json`` beside it holds the held-out keyword accuracy. Under torchrun every rank calls it.
+    """
+    task = CamTask(images, keywords, config, pretrained)
+    settings = LoopSettings(
+        out=Path(out), final_name="cam.pt", iterations=config.iterations, batch_size=config.batch_size, lr=config.lr,
+        momentum=config.momentum, weight_decay=config.weight_decay, seed=config.seed, device=device, amp=amp,
+        checkpoint_every=checkpoint_every, log_every=log_every, workers=workers, sync_bn=sync_bn, progress=progress,
+        desc="train CAM classifier",
+    )
+    final = run_training(task, settings)
+    if int(os.environ.get("RANK", "0")) == 0:
+        report = read_cam(final)["report"]
+        write_json(Path(out) / "report.json", report, indent=2)
+    return final

@@ -1,44 +1,31 @@
-"""``wsss train-segmenter``: DeepLab on proxy (or ground-truth) labels; SGD with poly lr, resumable.
+"""``wsss train-segmenter``: DeepLab on proxy (or ground-truth) labels; SGD with poly lr, on the engine.
 
-Output folder: ``train_config.json``, ``metrics.jsonl``, ``checkpoints/last.pt`` (full
-state, atomic), ``model_final.pt``. A killed run resumes from ``last.pt`` and sees
-the same batches as an uninterrupted one.
+The segmenter's part is its model, its batches (:class:`~pipeline.segmenter.data.SeededSegBatches`)
+and its loss (cross entropy over the labelled pixels of the global batch); the loop, checkpoints,
+mixed precision, torchrun's ranks and preemption are :func:`s4net.engine.run_training`'s. Output
+folder: ``train_config.json``, ``metrics.jsonl``, ``checkpoints/last.pt`` (and snapshots),
+``model_final.pt``. A killed run resumes from ``last.pt`` and sees the same batches as an
+uninterrupted one; so does a run on another number of processes.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline.classes import IGNORE_INDEX
 from pipeline.segmenter.data import SeededSegBatches, SegmentationPairs, find_pairs
 from pipeline.segmenter.model import SegmenterConfig, build_segmenter, read_segmenter, save_segmenter
-from s4net.engine import (
-    MetricsLog,
-    autocast_context,
-    deterministic_algorithms,
-    newest_readable_state,
-    optimizer_step,
-    parameter_groups,
-    poly_factor,
-    resolve_device,
-    restore_training,
-)
-from s4net.io.atomic import write_json
+from s4net.engine import LoopSettings, Step, TrainingDiverged, global_mean, poly_factor, run_training
+from s4net.engine.sample_dropout import per_sample_dropout
 from s4net.models.backbones import normalise_imagenet
 
-log = logging.getLogger(__name__)
-
-
-class SegmenterDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+SegmenterDiverged = TrainingDiverged  # the name of release 0.1.0
 
 
 @dataclass
@@ -50,14 +37,17 @@ class SegTrainConfig:
             optionally restricts to a list of label paths.
         out: output folder.
         model: which DeepLab; ``encoder_weights`` a local ImageNet state dict (None: from scratch).
-        iterations, batch_size, lr, momentum, weight_decay, power: SGD with the poly schedule
+        iterations, batch_size, lr, momentum, weight_decay, power: SGD with the poly schedule (``batch_size``
+            is the global batch, split over torchrun's processes)
             ``lr * (1 - it / iterations) ** power``.
         crop: square training crop in pixels; ``scale`` the random zoom range; ``hflip`` flips.
         seed: initialisation, order and augmentation.
         device: ``auto``, ``cpu`` or ``cuda[:k]``; ``amp``: float16 autocast on CUDA.
         checkpoint_every / log_every: iterations between ``last.pt`` saves / metrics lines.
-        workers: data-loading processes.
+        workers: data-loading processes (per rank).
         deterministic: torch's deterministic algorithms (for GPU runs; CPU runs are repeatable anyway).
+        sync_bn: under torchrun, BatchNorm statistics over the global batch.
+        keep_snapshots: periodic snapshots ``checkpoints/iter_N.pt`` kept, newest first (0: all).
     """
 
     images: Path
@@ -82,6 +72,8 @@ class SegTrainConfig:
     log_every: int = 20
     workers: int = 0
     deterministic: bool = False
+    sync_bn: bool = False
+    keep_snapshots: int = 2
 
     def __post_init__(self) -> None:
         counts = {"iterations": self.iterations, "batch_size": self.batch_size, "crop": self.crop,
@@ -89,8 +81,8 @@ class SegTrainConfig:
         for name, value in counts.items():
             if value < 1:
                 raise ValueError(f"SegTrainConfig.{name}={value} must be >= 1")
-        if self.lr <= 0 or self.checkpoint_every < 0 or self.workers < 0:
-            raise ValueError("SegTrainConfig needs lr > 0, checkpoint_every >= 0 and workers >= 0")
+        if self.lr <= 0 or self.checkpoint_every < 0 or self.workers < 0 or self.keep_snapshots < 0:
+            raise ValueError("SegTrainConfig needs lr > 0, checkpoint_every >= 0, workers >= 0 and keep_snapshots >= 0")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"SegTrainConfig.scale={self.scale} must be 0 < lo <= hi")
 
@@ -98,83 +90,72 @@ class SegTrainConfig:
         return json.loads(json.dumps(asdict(self), default=str))
 
     def resume_key(self) -> dict[str, Any]:
-        """What must match for a checkpoint to be resumed (not the device or worker count)."""
+        """What must match for a checkpoint to be resumed (not the device, the worker or process count)."""
         key = self.to_dict()
-        for name in ("out", "device", "workers", "checkpoint_every", "log_every", "deterministic"):
+        for name in ("out", "device", "workers", "checkpoint_every", "log_every", "deterministic", "sync_bn",
+                     "keep_snapshots"):
             key.pop(name)
         return key
 
 
+class SegmenterTask:
+    """DeepLab on the engine: seeded crops of (image, label) pairs, cross entropy over the labelled pixels."""
+
+    def __init__(self, cfg: SegTrainConfig) -> None:
+        self.cfg = cfg
+        self.pairs = find_pairs(cfg.images, cfg.labels, cfg.ids)
+        self.dropouts: list = []
+
+    def build_model(self) -> torch.nn.Module:
+        model = build_segmenter(self.cfg.model, self.cfg.encoder_weights)
+        self.dropouts = per_sample_dropout(model)  # the same masks on any number of processes
+        return model
+
+    def dataset(self) -> torch.utils.data.Dataset:
+        return SegmentationPairs(self.pairs, self.cfg.crop)
+
+    def batches(self, start: int) -> torch.utils.data.Sampler:
+        cfg = self.cfg
+        return SeededSegBatches(len(self.pairs), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.scale, cfg.hflip)
+
+    def collate(self, items: list[Any]) -> Any:
+        return torch.utils.data.default_collate(items)
+
+    def lr_factor(self, iteration: int) -> float:
+        return poly_factor(iteration, self.cfg.iterations, self.cfg.power)
+
+    def losses(self, model: torch.nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
+        images, labels = (t.to(step.device, non_blocking=True) for t in batch)
+        for dropout in self.dropouts:
+            dropout.draw_for(step.seed, step.samples)
+        logits = model(normalise_imagenet(images))
+        total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        # a crop with no labelled pixel teaches nothing (its loss is 0, not 0/0)
+        return {"loss": global_mean(total, (labels != IGNORE_INDEX).sum())}
+
+    def resume_key(self) -> dict[str, Any]:
+        return self.cfg.resume_key()
+
+    def record(self) -> dict[str, Any]:
+        return {**self.cfg.to_dict(), "pairs": len(self.pairs)}
+
+    def save(self, path: Path, model: torch.nn.Module, **state: Any) -> None:
+        save_segmenter(path, model, self.cfg.model, **state)
+
+    def read(self, path: Path, map_location: torch.device | str) -> dict[str, Any]:
+        return read_segmenter(path, map_location=map_location)
+
+    def finish(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+        return {}
+
+
 def train_segmenter(cfg: SegTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of ``model_final.pt`` (the caller's RNG state is left alone)."""
-    with torch.random.fork_rng(devices=[]), deterministic_algorithms(cfg.deterministic):
-        return _train(cfg, progress)
-
-
-def _train(cfg: SegTrainConfig, progress: bool) -> Path:
-    out = Path(cfg.out)
-    checkpoints = out / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    final_path, last_path, metrics_path = out / "model_final.pt", checkpoints / "last.pt", out / "metrics.jsonl"
-    device = resolve_device(cfg.device)
-    pairs = find_pairs(cfg.images, cfg.labels, cfg.ids)
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        model = build_segmenter(cfg.model, cfg.encoder_weights).to(device)
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start = 0
-    state, state_path = newest_readable_state([last_path], lambda p: read_segmenter(p, map_location=device))
-    if state is not None:
-        start = restore_training(state, cfg.resume_key(), state_path, model, optimizer, scaler, metrics_path)
-    elif metrics_path.exists():
-        metrics_path.unlink()
-    write_json(out / "train_config.json", {**cfg.to_dict(), "pairs": len(pairs)}, indent=2)
-    if start >= cfg.iterations and final_path.exists():
-        return final_path
-    sampler = SeededSegBatches(len(pairs), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.scale, cfg.hflip)
-    loader = torch.utils.data.DataLoader(SegmentationPairs(pairs, cfg.crop), batch_sampler=sampler,
-                                         num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-                                         pin_memory=device.type == "cuda")
-
-    def snapshot(iteration: int) -> None:
-        save_segmenter(last_path, model, cfg.model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                       iteration=iteration, train=cfg.resume_key())
-
-    model.train()
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train segmenter", unit="it",
-               dynamic_ncols=True)
-    metrics = metrics_path.open("a", encoding="utf-8")
-    log_metrics = MetricsLog(metrics, cfg.batch_size, cfg.log_every, cfg.iterations)
-    try:
-        for iteration, (images, labels) in enumerate(loader, start=start):
-            # dropout draws: a function of the iteration, so resumes match
-            torch.manual_seed(cfg.seed * 1_000_003 + iteration)
-            factor = poly_factor(iteration, cfg.iterations, cfg.power)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * factor
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with autocast_context(device, use_amp, False):
-                logits = model(normalise_imagenet(images))
-            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
-            if not torch.isfinite(loss):
-                if bool((labels == IGNORE_INDEX).all()):
-                    loss = logits.sum() * 0.0  # a crop with no labelled pixel teaches nothing
-                else:
-                    kept = last_path if last_path.exists() else "none yet"
-                    raise SegmenterDiverged(f"loss is not finite at iteration {iteration}; last good checkpoint: "
-                                            f"{kept}")
-            optimizer_step(loss, model, optimizer, scaler)
-            done = iteration + 1
-            bar.update(1)
-            means = log_metrics.add(done, cfg.lr * factor, {"loss": float(loss.detach())})
-            if means is not None:
-                bar.set_postfix(loss=f"{means['loss']:.3f}")
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.iterations:
-                snapshot(done)
-    finally:
-        bar.close()
-        metrics.close()
-    save_segmenter(final_path, model, cfg.model, iteration=cfg.iterations, train=cfg.resume_key())
-    return final_path
+    settings = LoopSettings(
+        out=cfg.out, final_name="model_final.pt", iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
+        checkpoint_every=cfg.checkpoint_every, keep_snapshots=cfg.keep_snapshots, log_every=cfg.log_every,
+        workers=cfg.workers, deterministic=cfg.deterministic, sync_bn=cfg.sync_bn, progress=progress,
+        desc="train segmenter",
+    )
+    return run_training(SegmenterTask(cfg), settings)

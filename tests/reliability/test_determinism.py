@@ -60,20 +60,24 @@ def test_another_seed_gives_other_weights(checkpoint: Path, tiny_world: Path, tm
     assert first["labels"] == other["labels"] and other["weights"] != first["weights"]
 
 
-@pytest.mark.parametrize("module, name", [("s4net.train", "train"), ("pipeline.segmenter.train", "train_segmenter")])
-def test_deterministic_flag_turns_torch_deterministic_algorithms_on_and_back_off(module: str, name: str,
-                                                                                monkeypatch) -> None:
-    import importlib
+def test_deterministic_flag_turns_torch_deterministic_algorithms_on_and_back_off(monkeypatch, tmp_path: Path) -> None:
+    """The engine switches torch's deterministic algorithms on for the run only; the trainers pass the flag on."""
+    from s4net.engine import LoopSettings, loop
 
-    trainer = importlib.import_module(module)
     seen = []
-    inner = "_train"
-    monkeypatch.setattr(trainer, inner, lambda cfg, progress: seen.append(torch.are_deterministic_algorithms_enabled()))
-
-    class Config:
-        deterministic = True
-
-    getattr(trainer, name)(Config(), progress=False)
-    Config.deterministic = False
-    getattr(trainer, name)(Config(), progress=False)
+    monkeypatch.setattr(loop._Run, "__init__", lambda self, *args: None)
+    monkeypatch.setattr(loop._Run, "run", lambda self: seen.append(torch.are_deterministic_algorithms_enabled()))
+    for enabled in (True, False):
+        loop.run_training(None, LoopSettings(out=tmp_path, final_name="x.pt", iterations=1, batch_size=1, lr=0.1,
+                                             device="cpu", deterministic=enabled))
     assert seen == [True, False] and not torch.are_deterministic_algorithms_enabled()
+
+    from pipeline.segmenter import train as segmenter_train
+    from s4net.train import TrainConfig, loop_settings
+
+    assert loop_settings(TrainConfig(tmp_path, tmp_path, tmp_path, deterministic=True), False).deterministic
+    captured = {}
+    monkeypatch.setattr(segmenter_train, "SegmenterTask", lambda cfg: None)
+    monkeypatch.setattr(segmenter_train, "run_training", lambda task, settings: captured.setdefault("s", settings))
+    segmenter_train.train_segmenter(segmenter_train.SegTrainConfig(tmp_path, tmp_path, tmp_path, deterministic=True))
+    assert captured["s"].deterministic
