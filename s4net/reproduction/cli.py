@@ -7,6 +7,7 @@ subpackage's modules.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from s4net.cli.framework import add_verbosity, named_pairs, positive_float, positive_int
@@ -90,13 +91,15 @@ def _peer_train(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, lr=args.lr, lr_steps=tuple(args.lr_steps),
                           warmup_iterations=args.warmup, seed=args.seed,
                           scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None,
-                          grad_clip=args.grad_clip, device=args.device, cache=True,
+                          grad_clip=args.grad_clip, device=args.device, cache=True, workers=args.workers,
+                          log_every=args.log_every, sync_bn=args.sync_bn,
                           cpu_bf16=resolve_cpu_bf16(args.cpu_bf16) and device.type == "cpu")
         config = PeerConfig(backbone=args.backbone, size=args.size, detections=args.detections)
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
     path = train_peer(cfg, config, args.checkpoint_every, progress=not args.quiet)
-    print(f"Mask R-CNN peer ({args.backbone}, {args.size} px): wrote {path}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"Mask R-CNN peer ({args.backbone}, {args.size} px): wrote {path}")
     return 0
 
 
@@ -145,6 +148,9 @@ def _add_peer(commands) -> None:
                        help="bfloat16 autocast on CPU, as s4net train (auto: where the CPU supports it)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     train.add_argument("--checkpoint-every", type=positive_int, default=200)
+    train.add_argument("--log-every", type=positive_int, default=20, help="iterations between metrics.jsonl lines")
+    train.add_argument("--workers", type=int, default=0, help="data-loading processes (per process under torchrun)")
+    train.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm over the global batch")
     add_verbosity(train)
     train.set_defaults(handler=_peer_train)
     evaluate = verbs.add_parser("evaluate", help="mask mAP and images/s on a COCO salient-instance json")

@@ -28,23 +28,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from s4net.config import config_from_mapping
-from s4net.engine import (
-    MetricsLog,
-    autocast_context,
-    newest_readable_state,
-    optimizer_step,
-    parameter_groups,
-    resolve_device,
-    restore_training,
-)
+from s4net.engine import Step, global_mean, resolve_device, run_training
 from s4net.errors import InputError
-from s4net.io.atomic import write_json
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
 from s4net.reproduction.variants import PEER_BACKBONES
-from s4net.train import TrainConfig, learning_rate_factor
+from s4net.train import TrainConfig, learning_rate_factor, loop_settings
 
 log = logging.getLogger(__name__)
 
@@ -122,60 +112,135 @@ def peer_targets(targets: list[dict[str, torch.Tensor]], device: torch.device) -
     return out
 
 
+class SeededBalancedSampler:
+    """Mask R-CNN's balanced sampling of positives and negatives (anchors or proposals), drawn per image.
+
+    Each image's draw comes from (seed, stage, its position in the run's sample stream), set by
+    :meth:`draw_for` before the forward, so the sample does not depend on how the batch is split over
+    processes; before any :meth:`draw_for` it draws from torch's generator. ``matched`` labels per
+    candidate: >= 1 positive, 0 negative, < 0 ignored (torchvision's convention).
+    """
+
+    def __init__(self, per_image: int, positive_fraction: float, stage: int) -> None:
+        self.batch_size_per_image, self.positive_fraction, self.stage = per_image, positive_fraction, stage
+        self.seed: int | None = None
+        self.samples: tuple[int, ...] = ()
+        self.picked = self.positives = 0  # of the last call, over its images
+
+    def draw_for(self, seed: int, samples: tuple[int, ...]) -> None:
+        self.seed, self.samples = seed, samples
+
+    def _generator(self, image: int) -> torch.Generator | None:
+        if self.seed is None or image >= len(self.samples):
+            return None
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.stage * 7_919 + self.samples[image])
+
+    def __call__(self, matched: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        positives, negatives = [], []
+        self.picked = self.positives = 0
+        for image, labels in enumerate(matched):
+            generator = self._generator(image)
+            pos = torch.nonzero(labels >= 1).flatten()
+            neg = torch.nonzero(labels == 0).flatten()
+            wanted = min(int(self.batch_size_per_image * self.positive_fraction), pos.numel())
+            pos = pos[torch.randperm(pos.numel(), generator=generator)[:wanted].to(pos.device)]
+            neg = neg[torch.randperm(neg.numel(), generator=generator)[:min(self.batch_size_per_image - wanted,
+                                                                              neg.numel())].to(neg.device)]
+            self.picked += pos.numel() + neg.numel()
+            self.positives += pos.numel()
+            for picked, out in ((pos, positives), (neg, negatives)):
+                mask = torch.zeros_like(labels, dtype=torch.uint8)
+                mask[picked] = 1
+                out.append(mask)
+        return positives, negatives
+
+
+def seeded_samplers(model: nn.Module) -> list[SeededBalancedSampler]:
+    """Give the peer's RPN and box head :class:`SeededBalancedSampler` s with their own sizes; returns them."""
+    samplers = []
+    for stage, owner in enumerate((model.rpn, model.roi_heads)):
+        old = owner.fg_bg_sampler
+        owner.fg_bg_sampler = SeededBalancedSampler(old.batch_size_per_image, old.positive_fraction, stage)
+        samplers.append(owner.fg_bg_sampler)
+    return samplers
+
+
+class PeerTask:
+    """The Mask R-CNN peer on the engine, with S4Net's batches and schedule."""
+
+    def __init__(self, cfg: TrainConfig, config: PeerConfig) -> None:
+        from s4net.data.coco import SalientInstanceDataset
+
+        self.cfg, self.config = cfg, config
+        self.source = SalientInstanceDataset(cfg.annotations, cfg.images)
+        self.key = {**cfg.resume_key(), "model": asdict(config)}
+        self.samplers: list[SeededBalancedSampler] = []
+
+    def build_model(self) -> nn.Module:
+        model = build_maskrcnn(self.config)
+        self.samplers = seeded_samplers(model)
+        return model
+
+    def dataset(self) -> torch.utils.data.Dataset:
+        from s4net.data.training import TrainingSet
+
+        return TrainingSet(self.source, self.config.size, cache=self.cfg.cache)
+
+    def batches(self, start: int) -> torch.utils.data.Sampler:
+        from s4net.data.training import SeededBatches
+
+        cfg = self.cfg
+        return SeededBatches(len(self.source), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip,
+                             cfg.scale_jitter)
+
+    def collate(self, items: list[Any]) -> Any:
+        from s4net.data.training import collate
+
+        return collate(items)
+
+    def lr_factor(self, iteration: int) -> float:
+        return learning_rate_factor(iteration, self.cfg)
+
+    def losses(self, model: nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        for sampler in self.samplers:
+            sampler.draw_for(step.seed, step.samples)
+        losses = model(list(images.to(step.device)), peer_targets(targets, step.device))
+        # torchvision averages each loss over this rank's sampled anchors / proposals (the mask loss over its
+        # positive proposals); as sums over the global batch's, N processes compute what one does
+        anchors, proposals = self.samplers
+        counts = {"loss_objectness": anchors.picked, "loss_rpn_box_reg": anchors.picked,
+                  "loss_classifier": proposals.picked, "loss_box_reg": proposals.picked,
+                  "loss_mask": proposals.positives}
+        return {name: global_mean(value * counts[name], counts[name]) for name, value in losses.items()}
+
+    def resume_key(self) -> dict[str, Any]:
+        return self.key
+
+    def record(self) -> dict[str, Any]:
+        return {**self.cfg.to_dict(), "model": asdict(self.config), "peer": "torchvision maskrcnn"}
+
+    def save(self, path: Path, model: nn.Module, **state: Any) -> None:
+        save_peer(path, model, self.config, **state)
+
+    def read(self, path: Path, map_location: torch.device | str) -> dict[str, Any]:
+        return read_peer(path, map_location)
+
+    def finish(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        return {}
+
+
 def train_peer(cfg: TrainConfig, config: PeerConfig, checkpoint_every: int = 200, progress: bool = True) -> Path:
     """Train (or resume) the peer with S4Net's schedule and batches (``cfg``); returns ``OUT/model_final.pt``.
 
-    ``cfg.model`` (an S4Net config) is not used: ``config`` is the peer's model.
+    ``cfg.model`` (an S4Net config) is not used: ``config`` is the peer's model. Under torchrun every rank
+    calls it. Its losses are torchvision's, rescaled to means over the global batch's sampled anchors and
+    proposals, and its samples are drawn per image (:class:`SeededBalancedSampler`), so a run on N processes
+    computes what the run on one does.
     """
-    from s4net.data.coco import SalientInstanceDataset
-    from s4net.data.training import SeededBatches, TrainingSet, collate
-
-    device = resolve_device(cfg.device)
-    source = SalientInstanceDataset(cfg.annotations, cfg.images)
-    out = cfg.out
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be readable
-    final_path, last_path, metrics_path = out / "model_final.pt", out / "checkpoints" / "last.pt", out / "metrics.jsonl"
-    key = {**cfg.resume_key(), "model": asdict(config)}
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        model = build_maskrcnn(config).to(device)
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    state, state_path = newest_readable_state([last_path], lambda p: read_peer(p, device))
-    start = restore_training(state, key, state_path, model, optimizer, scaler, metrics_path) if state else 0
-    write_json(out / "train_config.json", {**cfg.to_dict(), "model": asdict(config), "peer": "torchvision maskrcnn"},
-               indent=2)
-    if start >= cfg.iterations and final_path.exists():
-        return final_path
-    sampler = SeededBatches(len(source), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip, cfg.scale_jitter)
-    loader = torch.utils.data.DataLoader(TrainingSet(source, config.size, cache=cfg.cache), batch_sampler=sampler,
-                                         collate_fn=collate, num_workers=0)
-    model.train()
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train Mask R-CNN peer", unit="it")
-    try:
-        with metrics_path.open("a", encoding="utf-8") as metrics:
-            log_metrics = MetricsLog(metrics, cfg.batch_size, cfg.log_every, cfg.iterations)
-            for iteration, (images, targets) in enumerate(loader, start=start):
-                factor = learning_rate_factor(iteration, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * factor
-                torch.manual_seed(cfg.seed * 1_000_003 + iteration)  # the heads' sampling: a function of the iteration
-                with autocast_context(device, True, cfg.cpu_bf16):
-                    losses = model(list(images.to(device)), peer_targets(targets, device))
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"Mask R-CNN peer loss is not finite at iteration {iteration}")
-                optimizer_step(loss, model, optimizer, scaler, cfg.grad_clip)
-                done = iteration + 1
-                bar.update(1)
-                log_metrics.add(done, cfg.lr * factor, {k: float(v.detach()) for k, v in losses.items()})
-                if done % checkpoint_every == 0 or done == cfg.iterations:
-                    save_peer(last_path, model, config, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                              iteration=done, train=key)
-    finally:
-        bar.close()
-    save_peer(final_path, model, config, iteration=cfg.iterations, train=key)
-    return final_path
+    settings = loop_settings(cfg, progress, desc="train Mask R-CNN peer")
+    settings.checkpoint_every = checkpoint_every
+    return run_training(PeerTask(cfg, config), settings)
 
 
 def evaluate_peer(checkpoint: str | os.PathLike, annotations: str | os.PathLike, images: str | os.PathLike,
