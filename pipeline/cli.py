@@ -235,8 +235,8 @@ def _add_images_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``wsss`` parser with one sub-parser per command."""
     from pipeline.cues import CUES
-    from pipeline.cues.cam import CAM_BACKBONES, CamConfig
-    from pipeline.segmenter.model import ARCHITECTURES, SegmenterConfig
+    from pipeline.cues.cam_config import CAM_BACKBONES, CamConfig
+    from pipeline.segmenter.config import ARCHITECTURES, SegmenterConfig
 
     c = CamConfig()
     parser, commands = command_parser(

@@ -221,8 +221,8 @@ def test_schema_choices_are_the_packages() -> None:
     import yaml
 
     from pipeline.cues import CUES
-    from pipeline.cues.cam import CAM_BACKBONES
-    from pipeline.segmenter.model import ARCHITECTURES
+    from pipeline.cues.cam_config import CAM_BACKBONES
+    from pipeline.segmenter.config import ARCHITECTURES
     from s4net.config import BACKBONES, MASKINGS
 
     schema = yaml.safe_load((REPO / "workflows" / "schemas" / "config.schema.yaml").read_text())["properties"]

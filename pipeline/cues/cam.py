@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +28,7 @@ from PIL import Image
 from torch import nn
 
 from pipeline.classes import FOREGROUND_CLASSES
+from pipeline.cues.cam_config import CamConfig
 from pipeline.datasets.imagenet import ImageNetSubset
 from s4net.engine import LoopSettings, Step, global_mean, poly_factor, run_training
 from s4net.errors import InputError
@@ -38,45 +39,6 @@ from s4net.models.backbones import build_backbone, normalise_imagenet
 log = logging.getLogger(__name__)
 
 CHECKPOINT = StateFormat("wsss-cam-classifier", 1, "CAM classifier", hint="train one with `wsss train-cam`")
-CAM_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
-
-
-@dataclass(frozen=True)
-class CamConfig:
-    """The CAM classifier and how it is trained.
-
-    Attributes:
-        backbone: a ResNet; its last stage runs at stride 16 instead of 32 (finer maps).
-        size: images are resized to ``size`` x ``size`` for training and for the maps.
-        iterations, batch_size, lr, momentum, weight_decay: SGD with the poly schedule (power 0.9).
-        holdout: fraction of images kept out of training to report keyword accuracy (0: none).
-        seed: initialisation, order, flips and the hold-out split.
-    """
-
-    backbone: str = "resnet18"
-    size: int = 160
-    iterations: int = 1500
-    batch_size: int = 16
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    holdout: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.backbone not in CAM_BACKBONES:
-            raise ValueError(f"CamConfig.backbone={self.backbone!r}; expected one of {list(CAM_BACKBONES)}")
-        if self.size < 32 or self.iterations < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("CamConfig needs size >= 32, iterations >= 1, batch_size >= 1, lr > 0, weight_decay >= 0; "
-                             f"got {self}")
-        if not 0.0 <= self.holdout < 1.0:
-            raise ValueError(f"CamConfig.holdout={self.holdout} must be in [0, 1)")
-
-    def model_fields(self) -> dict[str, Any]:
-        """What a saved model needs to be rebuilt (the training schedule aside)."""
-        return {"backbone": self.backbone, "size": self.size}
-
-
 def squashed(image: np.ndarray, size: int) -> np.ndarray:
     """uint8[size, size, 3]: the image resized to a square (aspect not kept), as the classifier sees it."""
     return np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))

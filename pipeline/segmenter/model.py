@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from pipeline.classes import NUM_CLASSES
+from pipeline.segmenter.config import SegmenterConfig
 from s4net.config import config_from_mapping
 from s4net.errors import InputError
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
 
-ARCHITECTURES = ("deeplabv3plus", "deeplabv3")
 CHECKPOINT = StateFormat("wsss-segmenter", 1, "segmenter checkpoint", hint="train one with `wsss train-segmenter`")
-
-
-@dataclass(frozen=True)
-class SegmenterConfig:
-    """Which DeepLab to build.
-
-    Attributes:
-        arch: ``deeplabv3plus`` or ``deeplabv3``.
-        encoder: a segmentation-models-pytorch encoder name (``resnet101``, ``resnet18``, ...).
-        classes: output classes (21 for VOC: background and 20 objects).
-    """
-
-    arch: str = "deeplabv3plus"
-    encoder: str = "resnet101"
-    classes: int = NUM_CLASSES
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown segmenter architecture {self.arch!r}; expected one of {list(ARCHITECTURES)}")
-        if self.classes < 2:
-            raise ValueError(f"SegmenterConfig.classes={self.classes} must be >= 2")
 
 
 def build_segmenter(config: SegmenterConfig, encoder_weights: str | os.PathLike | None = None) -> nn.Module:
