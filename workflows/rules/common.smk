@@ -92,11 +92,33 @@ def data_input(*keys):
     return [WORLD] if DEMO else [DATA[key] for key in keys]
 
 
-def job_resources(kind, gpu=True):
-    """The memory and wall time of a job kind from the config's `resources` (and its GPUs, for the jobs that run a
-    network); a rule's threads are ``JOBS[kind]["threads"]``."""
+# How many GPUs a job asks for, by what it runs: a trainer spreads over the config's gpus (torchrun, one process per
+# GPU); any other network takes at most one; the rest none. Local runs cap the sum with --resources gpu=K.
+GPU_KINDS = {"training": GPUS, "single": min(GPUS, 1), "none": 0}
+
+# The prefix of every command that may run on a GPU (pipeline/launch.py): it takes the job's own gpu resource, so a
+# profile's set-resources reaches it; it runs the command as it is for 0 or 1 GPU and under torchrun for more, and
+# outside SLURM it pins the job to free GPUs (CUDA_VISIBLE_DEVICES). `exec`: the job's shell gives its process to the
+# launcher, so a SIGTERM that SLURM sends to every process of the job does not kill the shell (bash dies of it) and
+# end the job while the trainer is still writing its checkpoint; the command's exit status is the job's.
+LAUNCH_TRAINING = "exec python -m pipeline.launch --gpus {resources.gpu} -- "
+# proxy labels scale by shards, not by GPUs per job
+PROXY_LABELS_GPU_ADVICE = "to use N GPUs set wsss.shards: N (one shard per job, gathered by the workflow)"
+
+
+def launch_single(rule_name, advice=None):
+    """The launcher prefix of a job that is no trainer: more than one GPU is refused, naming the rule (and
+    ``advice``)."""
+    advice_flag = f" --advice {shlex.quote(advice)}" if advice else ""
+    return f"exec python -m pipeline.launch --gpus {{resources.gpu}} --single-gpu-job {rule_name}{advice_flag} -- "
+
+
+def job_resources(kind, gpus):
+    """The memory and wall time of a job kind from the config's `resources`, and its GPUs: ``gpus`` is "training",
+    "single" or "none" (``GPU_KINDS``; "none" declares no gpu resource); threads are ``JOBS[kind]["threads"]``."""
     spec = JOBS[kind]
-    return {"mem_mb": spec["mem_mb"], "runtime": spec["runtime"], **({"gpu": GPUS} if gpu else {})}
+    gpu = {"gpu": GPU_KINDS[gpus]} if gpus != "none" else {}
+    return {"mem_mb": spec["mem_mb"], "runtime": spec["runtime"], **gpu}
 
 
 def optional_flag(flag, value):

@@ -13,6 +13,6 @@ rule imagenet_keywords:
         f"{RESULTS}/logs/imagenet_keywords.log",
     threads: JOBS["light"]["threads"]
     resources:
-        **job_resources("light", gpu=False),
+        **job_resources("light", gpus="none"),
     shell:
         "wsss keywords --images {input.imagenet:q} --out {output.keywords:q} > {log:q} 2>&1"

@@ -12,7 +12,7 @@ rule demo_data:
         scale=DEMO_SCALE,
     threads: JOBS["demo_data"]["threads"]
     resources:
-        **job_resources("demo_data", gpu=False),
+        **job_resources("demo_data", gpus="none"),
     shell:
         "wsss demo-data --out {params.out:q} --seed {params.seed} --scale {params.scale} "
         "--workers {threads} --overwrite --quiet > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule experiment_world:
         scale=EXPERIMENTS["scale"],
     threads: JOBS["demo_data"]["threads"]
     resources:
-        **job_resources("demo_data", gpu=False),
+        **job_resources("demo_data", gpus="none"),
     shell:
         "wsss demo-data --out {params.out:q} --seed {params.seed} --scale {params.scale} "
         "--workers {threads} --overwrite --quiet > {log:q} 2>&1"
@@ -53,9 +53,10 @@ rule experiment_train:
         device=DEVICE,
     threads: JOBS["experiment_train"]["threads"]
     resources:
-        **job_resources("experiment_train"),
+        **job_resources("experiment_train", gpus="training"),
     shell:
-        "s4net train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
+        LAUNCH_TRAINING
+        + "s4net train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
         "--out {params.out:q} --model-config {input.model_config:q} {params.variant} --size {params.size} "
         "--iterations {params.iterations} --batch-size {params.batch_size} --lr {params.lr} "
         "--lr-steps {params.lr_steps} --warmup {params.warmup} --cpu-bf16 {params.cpu_bf16} --grad-clip {params.grad_clip} "
@@ -79,9 +80,10 @@ rule experiment_evaluate:
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        **job_resources("evaluate_s4net"),
+        **job_resources("evaluate_s4net", gpus="single"),
     shell:
-        "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
+        launch_single("experiment_evaluate")
+        + "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
         "--images {params.salient:q}/images --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"
 
 
@@ -113,9 +115,10 @@ rule experiment_peer_train:
         device=DEVICE,
     threads: JOBS["experiment_train"]["threads"]
     resources:
-        **job_resources("experiment_train"),
+        **job_resources("experiment_train", gpus="training"),
     shell:
-        "s4net peer train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
+        LAUNCH_TRAINING
+        + "s4net peer train --annotations {params.salient:q}/train.json --images {params.salient:q}/images "
         "--out {params.out:q} --backbone {wildcards.backbone} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
         "--grad-clip {params.grad_clip} --checkpoint-every {params.checkpoint_every} --cpu-bf16 {params.cpu_bf16} "
@@ -139,9 +142,10 @@ rule experiment_peer_evaluate:
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        **job_resources("evaluate_s4net"),
+        **job_resources("evaluate_s4net", gpus="single"),
     shell:
-        "s4net peer evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
+        launch_single("experiment_peer_evaluate")
+        + "s4net peer evaluate --checkpoint {input.checkpoint:q} --annotations {params.salient:q}/test.json "
         "--images {params.salient:q}/images --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"
 
 
@@ -164,7 +168,7 @@ rule experiment_table:
                                          for name, (_, variant) in experiment_peers(wildcards.study).items()),
     threads: JOBS["light"]["threads"]
     resources:
-        **job_resources("light", gpu=False),
+        **job_resources("light", gpus="none"),
     shell:
         "s4net ablation-table --study {wildcards.study} --runs {params.runs} --peers {params.peers} --paper {input.paper:q} "
         "--out {output.table:q} --markdown {output.markdown:q} --plot {output.plot:q} > {log:q} 2>&1"
@@ -185,9 +189,10 @@ rule experiment_gradients:
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        **job_resources("evaluate_s4net"),
+        **job_resources("evaluate_s4net", gpus="single"),
     shell:
-        "s4net explain --checkpoint {input.binary:q} {input.ternary:q} --annotations {params.salient:q}/test.json "
+        launch_single("experiment_gradients")
+        + "s4net explain --checkpoint {input.binary:q} {input.ternary:q} --annotations {params.salient:q}/test.json "
         "--images {params.salient:q}/images --out {output.maps:q} --device {params.device} --quiet > {log:q} 2>&1"
 
 

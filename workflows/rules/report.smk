@@ -39,7 +39,7 @@ rule report:
         seed=SEED,
     threads: JOBS["report"]["threads"]
     resources:
-        **job_resources("report", gpu=False),
+        **job_resources("report", gpus="none"),
     shell:
         "wsss report --s4net-metrics {input.s4net:q} --segmenter {params.segmenters} --predictions {params.predictions} "
         "--proxy-labels {params.labels} {params.scores} {params.proxy_gt} --imagenet {params.imagenet:q} "

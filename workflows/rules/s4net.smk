@@ -31,9 +31,10 @@ rule train_s4net:
         pretrained=optional_flag("--pretrained", S4NET["pretrained"]),  # an input too: a missing file stops the plan
     threads: JOBS["train_s4net"]["threads"]
     resources:
-        **job_resources("train_s4net"),
+        **job_resources("train_s4net", gpus="training"),
     shell:
-        "s4net train --annotations {params.annotations:q} --images {params.images:q} --out {params.out:q} "
+        LAUNCH_TRAINING
+        + "s4net train --annotations {params.annotations:q} --images {params.images:q} --out {params.out:q} "
         "--model-config {input.model_config:q} {params.pretrained} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --lr-steps {params.lr_steps} --warmup {params.warmup} "
         "--grad-clip {params.grad_clip} --cpu-bf16 {params.cpu_bf16} {params.scale_jitter} --checkpoint-every {params.checkpoint_every} "
@@ -57,7 +58,8 @@ rule evaluate_s4net:
         device=DEVICE,
     threads: JOBS["evaluate_s4net"]["threads"]
     resources:
-        **job_resources("evaluate_s4net"),
+        **job_resources("evaluate_s4net", gpus="single"),
     shell:
-        "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.annotations:q} "
+        launch_single("evaluate_s4net")
+        + "s4net evaluate --checkpoint {input.checkpoint:q} --annotations {params.annotations:q} "
         "--images {params.images:q} --out {output.metrics:q} --device {params.device} --quiet > {log:q} 2>&1"

@@ -22,9 +22,10 @@ rule instance_classifier:
         device=DEVICE,
     threads: JOBS["instance_classifier"]["threads"]
     resources:
-        **job_resources("instance_classifier"),
+        **job_resources("instance_classifier", gpus="single"),
     shell:
-        "wsss instance-classifier --checkpoint {input.checkpoint:q} --images {params.images:q} "
+        launch_single("instance_classifier")
+        + "wsss instance-classifier --checkpoint {input.checkpoint:q} --images {params.images:q} "
         "--keywords {params.keywords:q} --out {output.classifier:q} --seed {params.seed} "
         "--score-threshold {params.score_threshold} --device {params.device} --quiet > {log:q} 2>&1"
 
@@ -50,9 +51,10 @@ rule train_cam:
         **{key: value for key, value in WSSS["cam"].items() if key not in ("pretrained", "threshold")},
     threads: JOBS["train_cam"]["threads"]
     resources:
-        **job_resources("train_cam"),
+        **job_resources("train_cam", gpus="training"),
     shell:
-        "wsss train-cam --images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} "
+        LAUNCH_TRAINING
+        + "wsss train-cam --images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} "
         "--backbone {params.backbone} {params.pretrained} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --seed {params.seed} --device {params.device} "
         "--quiet > {log:q} 2>&1"
@@ -85,9 +87,10 @@ rule proxy_labels:
         device=DEVICE,
     threads: JOBS["proxy_labels"]["threads"]
     resources:
-        **job_resources("proxy_labels"),
+        **job_resources("proxy_labels", gpus="single"),
     shell:
-        "wsss proxy-labels --checkpoint {input.checkpoint:q} {params.models} "
+        launch_single("proxy_labels", PROXY_LABELS_GPU_ADVICE)
+        + "wsss proxy-labels --checkpoint {input.checkpoint:q} {params.models} "
         "--images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} --cue {wildcards.cue} "
         "--shard {params.shard} --workers {threads} {params.crf} "
         "--score-threshold {params.score_threshold} --device {params.device} --quiet > {log:q} 2>&1"
@@ -132,9 +135,10 @@ rule train_segmenter:
         **{key: value for key, value in WSSS["segmenter"].items() if key != "encoder_weights"},
     threads: JOBS["train_segmenter"]["threads"]
     resources:
-        **job_resources("train_segmenter"),
+        **job_resources("train_segmenter", gpus="training"),
     shell:
-        "wsss train-segmenter {params.data} --out {params.out:q} "
+        LAUNCH_TRAINING
+        + "wsss train-segmenter {params.data} --out {params.out:q} "
         "--arch {params.arch} --encoder {params.encoder} {params.encoder_weights} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --crop {params.crop} --lr {params.lr} --seed {params.seed} "
         "--device {params.device} --workers {params.workers} --quiet > {log:q} 2>&1"
@@ -160,9 +164,10 @@ rule evaluate_segmenter:
         device=DEVICE,
     threads: JOBS["evaluate_segmenter"]["threads"]
     resources:
-        **job_resources("evaluate_segmenter"),
+        **job_resources("evaluate_segmenter", gpus="single"),
     shell:
-        "wsss evaluate --checkpoint {input.checkpoint:q} --voc-root {params.voc:q} --split {params.split} "
+        launch_single("evaluate_segmenter")
+        + "wsss evaluate --checkpoint {input.checkpoint:q} --voc-root {params.voc:q} --split {params.split} "
         "--save-predictions {output.predictions:q} --device {params.device} --out {output.metrics:q} --quiet > {log:q} 2>&1"
 
 
@@ -183,7 +188,7 @@ rule score_proxy_labels:
         gt=DATA["proxy_gt"],
     threads: JOBS["light"]["threads"]
     resources:
-        **job_resources("light", gpu=False),
+        **job_resources("light", gpus="none"),
     shell:
         "wsss score --pred {params.labels:q} --gt {params.gt:q} --out {output.scores:q} > {log:q} 2>&1"
 
@@ -201,6 +206,6 @@ rule provenance:
         settings=json.dumps(SETTINGS, sort_keys=True),
     threads: JOBS["light"]["threads"]
     resources:
-        **job_resources("light", gpu=False),
+        **job_resources("light", gpus="none"),
     shell:
         "wsss provenance --out {params.out:q} --settings {params.settings:q} > {log:q} 2>&1"
