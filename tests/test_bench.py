@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,3 +32,16 @@ def test_train_step_bench_times_s4net_and_its_peer(tmp_path: Path) -> None:
     assert [run["precision"] for run in report["runs"]] == ["fp32", "bf16", "maskrcnn fp32", "maskrcnn bf16"]
     assert all(run["median_s"] > 0 and run["peak_rss_mib"] > run["start_rss_mib"] > 0 for run in report["runs"])
     assert set(report["maskrcnn_step_over_s4net"]) == {"fp32", "bf16"}
+
+
+@pytest.mark.slow
+def test_ddp_scaling_bench_reports_one_and_two_processes(tmp_path: Path) -> None:
+    out = tmp_path / "ddp.json"
+    result = subprocess.run([sys.executable, "-m", "bench.ddp_scaling", "--trainers", "cam", "--iterations", "4",
+                             "--warmup", "1", "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    (row,) = report["trainers"]
+    assert row["trainer"] == "cam" and row["one"]["processes"] == 1 and row["many"]["processes"] == 2
+    assert row["one"]["images_per_s"] > 0 and row["many"]["images_per_s"] > 0
+    assert row["efficiency"] == pytest.approx(row["many"]["images_per_s"] / (2 * row["one"]["images_per_s"]), rel=0.01)
