@@ -22,6 +22,7 @@ def test_peak_memory_is_that_of_the_work_in_a_fresh_process() -> None:
     assert large["peak_rss_mib"] >= large["start_rss_mib"] + 250
 
 
+@pytest.mark.slow  # 3-4 minutes: every precision of both models in fresh processes
 def test_train_step_bench_times_s4net_and_its_peer(tmp_path: Path) -> None:
     out = tmp_path / "step.json"
     result = subprocess.run([sys.executable, "-m", "bench.train_step", "--size", "64", "--batch", "2",

@@ -44,6 +44,7 @@ def pipeline_run(checkpoint: Path, world: Path, out: Path, seed: int) -> dict[st
             "metrics": {k: metrics[k] for k in ("mIoU", "per_class_iou", "confusion")}}
 
 
+@pytest.mark.slow  # 2-3 minutes; the engine's own determinism runs by default (test_every_trainer.py)
 def test_the_same_seed_gives_byte_identical_labels_weights_and_metrics(checkpoint: Path, tiny_world: Path,
                                                                       tmp_path: Path) -> None:
     first = pipeline_run(checkpoint, tiny_world, tmp_path / "a", seed=0)

@@ -53,7 +53,8 @@ def assert_nothing_corrupt(out: Path) -> None:
     assert not list(out.rglob(".tmp-*"))
 
 
-@pytest.mark.parametrize("code, words", [("ENOSPC", "No space left on device"), ("EROFS", "Read-only file system")])
+@pytest.mark.parametrize("code, words", [("ENOSPC", "No space left on device"),
+                                         pytest.param("EROFS", "Read-only file system", marks=pytest.mark.slow)])
 def test_proxy_labels_stop_cleanly_when_the_disk_fails_and_a_rerun_completes(
         checkpoint: Path, tiny_world: Path, tmp_path: Path, code: str, words: str) -> None:
     out = tmp_path / "out"
@@ -71,6 +72,7 @@ def test_proxy_labels_stop_cleanly_when_the_disk_fails_and_a_rerun_completes(
     assert_nothing_corrupt(out)
 
 
+@pytest.mark.slow  # every trainer's full disk runs in process by default (test_every_trainer.py); this is the CLI's
 def test_segmenter_training_on_a_full_disk_keeps_its_last_checkpoint(tiny_world: Path, tmp_path: Path) -> None:
     imagenet = tiny_world / "imagenet"
     args = ["train-segmenter", "--images", str(imagenet), "--labels", str(imagenet / "masks"), "--out",

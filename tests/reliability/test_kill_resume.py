@@ -24,6 +24,9 @@ from helpers import SMALL_S4NET, proxy_label_args
 BIN = Path(sys.executable).parent
 # one kill point in the default suite, two more with -m slow
 SEEDS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+# the trainers' SIGKILL through the CLI: with -m slow (by default every trainer is stopped and resumed in process,
+# tests/reliability/test_every_trainer.py, and a 2-rank run is SIGKILLed, tests/test_distributed_training.py)
+TRAINING_SEEDS = [pytest.param(seed, marks=pytest.mark.slow) for seed in (0, 1, 2)]
 
 
 def trained_straight(command, tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
@@ -104,7 +107,7 @@ def s4net_straight(s4net_command, tmp_path_factory: pytest.TempPathFactory) -> P
     return trained_straight(s4net_command, tmp_path_factory, "s4net_straight")
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", TRAINING_SEEDS)
 def test_s4net_train_killed_anywhere_resumes_to_the_same_weights(s4net_command, s4net_straight: Path, tmp_path: Path,
                                                                 seed: int) -> None:
     kill_then_finish(s4net_command(tmp_path), tmp_path, "metrics.jsonl", 10, seed)
@@ -131,7 +134,7 @@ def segmenter_straight(segmenter_command, tmp_path_factory: pytest.TempPathFacto
     return trained_straight(segmenter_command, tmp_path_factory, "segmenter_straight")
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", TRAINING_SEEDS)
 def test_segmenter_training_killed_anywhere_resumes_to_the_same_weights(segmenter_command, segmenter_straight: Path,
                                                                         tmp_path: Path, seed: int) -> None:
     kill_then_finish(segmenter_command(tmp_path), tmp_path, "metrics.jsonl", 8, seed)
