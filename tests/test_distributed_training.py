@@ -13,8 +13,8 @@ them, so the weights differ in float32 rounding (~1e-7) after one step. Training
 BatchNorm on these tiny batches amplifies such a difference quickly (a 1e-7 perturbation of the
 segmenter's weights after one step is 1e-4 after the next, measured), so (a) compares after two
 steps (one for the segmenter) with ``ATOL``. Without ``--sync-bn`` each rank normalises with its own
-half batch, and the same check fails (the control in the CAM case). The longer runs (S4Net and the
-peer under (a), S4Net, the segmenter and the peer under (f) without torchrun) are marked slow.
+half batch, and the same check fails (the control in the CAM case). make test runs the CAM
+classifier's (a), (c), (d), (e) and (f); -m slow adds the other trainers' (a) and (f) and (b).
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ def trainers(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 STEPS = {"s4net": 2, "segmenter": 1, "cam": 2, "peer": 2}
 
 
-@pytest.mark.parametrize("name", [pytest.param("s4net", marks=pytest.mark.slow), "segmenter", "cam",
-                                  pytest.param("peer", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["cam", *(pytest.param(n, marks=pytest.mark.slow)
+                                           for n in ("s4net", "segmenter", "peer"))])
 def test_two_ranks_train_as_one_process_and_only_rank_0_writes(trainers, tmp_path: Path, name: str) -> None:
     trainer, steps = trainers[name], STEPS[name]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -212,6 +212,7 @@ def test_sigterm_checkpoints_the_current_step_and_both_world_sizes_resume(traine
     assert max_difference(resumed_one / "cam.pt", cam_reference) < ATOL
 
 
+@pytest.mark.slow  # by default a 2-rank run is stopped by SIGTERM and resumed (above)
 def test_killed_two_rank_run_resumes_to_the_same_weights(trainers, tmp_path: Path, cam_reference: Path) -> None:
     """(b): SIGKILL to the whole process group after a periodic checkpoint, then the same command."""
     command = trainers["cam"].command(tmp_path, 6, "--sync-bn")

@@ -110,7 +110,8 @@ def straight(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-@pytest.mark.parametrize("name", QUICK)
+@pytest.mark.slow  # by default the kill-and-resume test below compares a second run with the first
+@pytest.mark.parametrize("name", TRAINERS)
 def test_the_same_seed_gives_the_same_weights(tiny_world: Path, tmp_path: Path, straight, name: str) -> None:
     train, _, _ = make_runner(name, tiny_world)
     assert_same(train(tmp_path / "again", 4), straight(name))
