@@ -140,6 +140,7 @@ class S4NetTask:
 
         self.cfg = cfg
         self.source = SalientInstanceDataset(cfg.annotations, cfg.images)
+        self.size = cfg.model.image_size  # the side samples are resized to
 
     def build_model(self) -> torch.nn.Module:
         return build_model(self.cfg.model)
@@ -147,7 +148,7 @@ class S4NetTask:
     def dataset(self) -> torch.utils.data.Dataset:
         from s4net.data.training import TrainingSet
 
-        return TrainingSet(self.source, self.cfg.model.image_size, cache=self.cfg.cache)
+        return TrainingSet(self.source, self.size, cache=self.cfg.cache)
 
     def batches(self, start: int) -> torch.utils.data.Sampler:
         from s4net.data.training import SeededBatches

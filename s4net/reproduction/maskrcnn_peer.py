@@ -34,7 +34,7 @@ from s4net.engine import Step, global_mean, resolve_device, run_training
 from s4net.errors import InputError
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
 from s4net.reproduction.variants import PEER_BACKBONES
-from s4net.train import TrainConfig, learning_rate_factor, loop_settings
+from s4net.train import S4NetTask, TrainConfig, loop_settings
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +165,12 @@ def seeded_samplers(model: nn.Module) -> list[SeededBalancedSampler]:
     return samplers
 
 
-class PeerTask:
-    """The Mask R-CNN peer on the engine, with S4Net's batches and schedule."""
+class PeerTask(S4NetTask):
+    """The Mask R-CNN peer on the engine: S4Net's batches and schedule (its task's), the peer's model and losses."""
 
     def __init__(self, cfg: TrainConfig, config: PeerConfig) -> None:
-        from s4net.data.coco import SalientInstanceDataset
-
-        self.cfg, self.config = cfg, config
-        self.source = SalientInstanceDataset(cfg.annotations, cfg.images)
+        super().__init__(cfg)
+        self.config, self.size = config, config.size
         self.key = {**cfg.resume_key(), "model": asdict(config)}
         self.samplers: list[SeededBalancedSampler] = []
 
@@ -180,26 +178,6 @@ class PeerTask:
         model = build_maskrcnn(self.config)
         self.samplers = seeded_samplers(model)
         return model
-
-    def dataset(self) -> torch.utils.data.Dataset:
-        from s4net.data.training import TrainingSet
-
-        return TrainingSet(self.source, self.config.size, cache=self.cfg.cache)
-
-    def batches(self, start: int) -> torch.utils.data.Sampler:
-        from s4net.data.training import SeededBatches
-
-        cfg = self.cfg
-        return SeededBatches(len(self.source), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.hflip,
-                             cfg.scale_jitter)
-
-    def collate(self, items: list[Any]) -> Any:
-        from s4net.data.training import collate
-
-        return collate(items)
-
-    def lr_factor(self, iteration: int) -> float:
-        return learning_rate_factor(iteration, self.cfg)
 
     def losses(self, model: nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
         images, targets = batch
@@ -225,9 +203,6 @@ class PeerTask:
 
     def read(self, path: Path, map_location: torch.device | str) -> dict[str, Any]:
         return read_peer(path, map_location)
-
-    def finish(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
-        return {}
 
 
 def train_peer(cfg: TrainConfig, config: PeerConfig, checkpoint_every: int = 200, progress: bool = True) -> Path:
