@@ -96,3 +96,22 @@ def test_the_peer_sampler_draws_each_image_from_its_own_position() -> None:
     assert all(int(p.sum()) <= 16 and int(p.sum() + n.sum()) == 64 for p, n in zip(positives, negatives, strict=True))
     assert all(bool((lab[p.bool()] >= 1).all()) and bool((lab[n.bool()] == 0).all())
                for lab, p, n in zip(labels, positives, negatives, strict=True))
+
+
+def test_a_diverging_training_exits_3_with_one_line(tiny_world, tmp_path, monkeypatch, capsys) -> None:
+    """The CLIs map the engine's TrainingDiverged to status 3 and one line naming the iteration and the loss."""
+    from pipeline.cli import main
+    from pipeline.cues.cam import CamTask
+
+    real = CamTask.losses
+
+    def poisoned(self, model, batch, step):
+        return {name: value * float("nan") for name, value in real(self, model, batch, step).items()}
+
+    monkeypatch.setattr(CamTask, "losses", poisoned)
+    status = main(["train-cam", "--images", str(tiny_world / "imagenet"), "--out", str(tmp_path), "--size", "32",
+                   "--iterations", "2", "--batch-size", "2", "--device", "cpu", "-q"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 3 and len(lines) == 1, lines
+    expected = "wsss train-cam: error: train CAM classifier: loss is not finite at iteration 0 (loss=nan)"
+    assert lines[0].startswith(expected)
