@@ -23,7 +23,7 @@ from bench.memory import peak_rss_mib
 from bench.report import emit
 from bench.timing import interleaved
 from s4net import S4NetConfig, __version__, build_model
-from s4net.engine import autocast_context
+from s4net.engine import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,8 @@ def contender(name: str, config: S4NetConfig, size: int, images: torch.Tensor, t
 
 def training_step(name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: tuple) -> None:
     """Forward (bfloat16 autocast for the ``bf16`` contenders), backward and one SGD step."""
-    with autocast_context(torch.device("cpu"), False, name.endswith("bf16")):
+    cpu = torch.device("cpu")
+    with resolve_precision(cpu, amp=False, cpu_bf16=name.endswith("bf16")).autocast(cpu):
         losses = model(*inputs)
     optimizer.zero_grad(set_to_none=True)
     sum(losses.values()).backward()

@@ -1,6 +1,6 @@
 """The training kit every trainer shares (S4Net, the segmenter, the CAM classifier, the Mask R-CNN peer).
 
-* :mod:`~s4net.engine.devices`: the device, autocast and deterministic algorithms;
+* :mod:`~s4net.engine.devices`: the device, bfloat16 support on CPU and deterministic algorithms;
 * :mod:`~s4net.engine.optimization`: parameter groups, the optimizer step, lr schedules;
 * :mod:`~s4net.engine.metrics_log`: the ``metrics.jsonl`` writer;
 * :mod:`~s4net.engine.resume`: resuming from ``last.pt`` (or an earlier snapshot) and pruning snapshots;
@@ -13,7 +13,7 @@ Each trainer is a :class:`TrainingTask` (its model, its data, its loss, its file
 none keeps a loop of its own.
 """
 
-from s4net.engine.devices import autocast_context, deterministic_algorithms, resolve_cpu_bf16, resolve_device
+from s4net.engine.devices import deterministic_algorithms, resolve_cpu_bf16, resolve_device
 from s4net.engine.distributed import World, global_mean
 from s4net.engine.loop import (
     LoopSettings,
@@ -42,7 +42,6 @@ __all__ = [
     "resolve_precision",
     "run_training",
     "MetricsLog",
-    "autocast_context",
     "deterministic_algorithms",
     "newest_readable_state",
     "optimizer_step",

@@ -1,4 +1,4 @@
-"""Where and how precisely training runs: the device, autocast, deterministic algorithms."""
+"""Where training runs: the device, bfloat16 support on CPU, deterministic algorithms (precision: loop.Precision)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,6 @@ from typing import Iterator
 import torch
 
 log = logging.getLogger(__name__)
-
-
-def autocast_context(device: torch.device, cuda_amp: bool, cpu_bf16: bool) -> torch.autocast:
-    """float16 autocast on CUDA when ``cuda_amp``, bfloat16 on CPU when ``cpu_bf16``, else a no-op."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", enabled=cuda_amp)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cpu_bf16 and device.type == "cpu")
 
 
 def resolve_cpu_bf16(choice: str) -> bool:

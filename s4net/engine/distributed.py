@@ -111,9 +111,7 @@ def global_mean(total: torch.Tensor, count: torch.Tensor | float, floor: float =
     count = torch.as_tensor(count, dtype=torch.float32, device=total.device).detach()
     if not active():
         return total / count.clamp_min(floor)
-    count = count.clone()
-    dist.all_reduce(count)
-    return total * dist.get_world_size() / count.clamp_min(floor)
+    return total * dist.get_world_size() / all_ranks_sum(count).clamp_min(floor)
 
 
 def all_ranks_sum(values: torch.Tensor) -> torch.Tensor:

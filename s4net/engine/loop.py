@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,6 @@ from s4net.io.atomic import write_json
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-
-
 class TrainingDiverged(TrainingStopped, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept (the CLIs exit 3)."""
 
@@ -81,6 +79,10 @@ class Precision:
     @property
     def name(self) -> str:
         return {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        """Autocast to ``dtype`` on ``device`` (a no-op for float32)."""
+        return torch.autocast(device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
 
 
 def resolve_precision(device: torch.device, amp: bool, cpu_bf16: bool) -> Precision:
@@ -336,8 +338,7 @@ class _Run:
         torch.manual_seed(settings.seed * 1_000_003 + iteration)  # randomness inside a step: a function of it
         first = iteration * settings.batch_size + self.world.rank * self.local_batch
         step = Step(iteration, self.device, tuple(range(first, first + self.local_batch)), settings.seed)
-        dtype = self.precision.dtype
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with self.precision.autocast(self.device):
             losses = self.task.losses(self.trained, batch, step)
         loss = sum(losses.values())
         # one exchange per step: the loss parts (means over the global batch) and whether any rank must stop
@@ -345,7 +346,7 @@ class _Run:
                                             torch.tensor(float(stop_requested), device=loss.device)]))
         parts = {name: float(value) / self.world.size for name, value in zip(losses, shared[:-1].tolist(),
                                                                                strict=True)}
-        if not all(map(_finite, parts.values())):
+        if not all(map(math.isfinite, parts.values())):
             described = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
             kept = self.last_path if self.last_path.exists() else "none (no checkpoint was written yet)"
             raise TrainingDiverged(f"{settings.desc}: loss is not finite at iteration {iteration} ({described}); "
@@ -365,6 +366,3 @@ class _Run:
             barrier(self.world)
             raise Preempted(done, self.last_path)
 
-
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
