@@ -100,7 +100,9 @@ def _instance_classifier(args: argparse.Namespace) -> int:
 
 def _main_rank() -> bool:
     """Whether this process is rank 0 of a torchrun launch (or not under torchrun): the one that reports."""
-    return int(os.environ.get("RANK", "0")) == 0
+    from s4net.engine.distributed import world_from_env
+
+    return world_from_env().is_main
 
 
 def _train_cam(args: argparse.Namespace) -> int:

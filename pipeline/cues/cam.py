@@ -188,6 +188,7 @@ class CamTask:
         self.train_ids, self.held_ids = split_holdout(len(self.subset), cfg.holdout, cfg.seed)
         self.images = KeywordImages(self.subset, cfg.size)
         self.key = {**asdict(cfg), "pretrained": str(pretrained) if pretrained else None, "images": len(self.subset)}
+        self.report: dict[str, Any] | None = None  # set by finish (rank 0, once the last step is done)
 
     def build_model(self) -> nn.Module:
         return CamNet(self.cfg.backbone, self.cfg.size, self.pretrained)
@@ -230,6 +231,7 @@ class CamTask:
                   "iterations": self.cfg.iterations}
         log.info("CAM classifier: held-out keyword accuracy %s on %d images", report["heldout_keyword_accuracy"],
                  len(self.held_ids))
+        self.report = report
         return {"report": report}
 
 
@@ -250,7 +252,6 @@ def train_cam(
         desc="train CAM classifier",
     )
     final = run_training(task, settings)
-    if int(os.environ.get("RANK", "0")) == 0:
-        report = read_cam(final)["report"]
-        write_json(Path(out) / "report.json", report, indent=2)
+    if task.report is not None:  # trained here (rank 0): report.json after cam.pt
+        write_json(Path(out) / "report.json", task.report, indent=2)
     return final

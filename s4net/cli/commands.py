@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +49,7 @@ def _model_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> int:
     from s4net.engine import resolve_cpu_bf16
+    from s4net.engine.distributed import world_from_env
     from s4net.errors import InputError
     from s4net.train import TrainConfig, train
 
@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
     final = train(cfg, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if world_from_env().is_main:
         print(f"wrote {final}")
     return 0
 

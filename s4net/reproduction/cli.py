@@ -7,7 +7,6 @@ subpackage's modules.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from s4net.cli.framework import add_verbosity, named_pairs, positive_float, positive_int
@@ -82,6 +81,7 @@ def _ablation_table(args: argparse.Namespace) -> int:
 
 def _peer_train(args: argparse.Namespace) -> int:
     from s4net.engine import resolve_cpu_bf16, resolve_device
+    from s4net.engine.distributed import world_from_env
     from s4net.reproduction.maskrcnn_peer import PeerConfig, train_peer
     from s4net.train import TrainConfig
 
@@ -98,7 +98,7 @@ def _peer_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
     path = train_peer(cfg, config, args.checkpoint_every, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if world_from_env().is_main:
         print(f"Mask R-CNN peer ({args.backbone}, {args.size} px): wrote {path}")
     return 0
 
