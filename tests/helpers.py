@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,13 @@ def hold_mib(mib: int) -> None:
     """Allocate and touch ``mib`` MiB (a module-level function, so a spawned process can run it)."""
     block = np.ones(mib * 1024 * 1024 // 8)
     block.sum()
+
+
+class Payload:
+    """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 import torch
-from helpers import SMALL_S4NET
+from helpers import SMALL_S4NET, Payload
 
 from s4net.engine import TrainingDiverged
 
@@ -148,16 +148,6 @@ def test_a_nan_loss_stops_naming_the_iteration_and_keeps_the_last_good_checkpoin
     state = torch.load(tmp_path / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert state["iteration"] == 2 and not (tmp_path / final).exists()
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-
-
-class Payload:
-    """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.mark.parametrize("name", QUICK)

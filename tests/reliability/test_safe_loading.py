@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import SMALL_S4NET
+from helpers import SMALL_S4NET, Payload
 
 BIN = Path(sys.executable).parent
-
-
-class Payload:
-    """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def hostile_checkpoint(path: Path, marker: Path) -> Path:
