@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import s4net.reproduction.maskrcnn_peer as peer
@@ -18,6 +19,7 @@ def _train_args(world: Path, out: Path, *extra: str) -> list[str]:
             "--warmup", "1", "--checkpoint-every", "2", "--device", "cpu", "-q", *extra]
 
 
+@pytest.mark.slow  # 30 s; by default the peer runs through the engine in tests/reliability/test_every_trainer.py
 def test_peer_trains_resumes_and_is_scored(tiny_world: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     assert s4net_main(_train_args(tiny_world, tmp_path / "whole")) == 0
     real, calls = peer.peer_targets, {"n": 0}
