@@ -23,6 +23,10 @@ import torch
 from s4net.errors import InputError
 from s4net.io.atomic import atomic_write_bytes
 
+# Failures of the machine, not of the file: they propagate as they are, so that no caller takes a
+# good checkpoint for a damaged one (and renames it, or starts over).
+RESOURCE_ERRORS: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError, MemoryError)
+
 
 @dataclass(frozen=True)
 class StateFormat:
@@ -60,6 +64,8 @@ def read_state(path: str | os.PathLike, kind: StateFormat, map_location: str | t
         raise InputError(path, f"not a regular file, so not {kind.article} {kind.noun}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except RESOURCE_ERRORS:  # the file may be fine: the machine ran out, so say so rather than call it damaged
+        raise
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
         text = str(exc).strip()
         first = text.splitlines()[0][:200] if text else exc.__class__.__name__
