@@ -104,9 +104,7 @@ class TrainConfig:
         """The settings a resumed run must share with the run it continues."""
         keep = ("iterations", "batch_size", "lr", "lr_steps", "gamma", "momentum", "weight_decay",
                 "warmup_iterations", "seed", "hflip", "scale_jitter", "grad_clip")
-        values = {k: getattr(self, k) for k in keep}
-        if self.cpu_bf16:  # only when set, so runs from before the option still resume
-            values["cpu_bf16"] = True
+        values = {k: getattr(self, k) for k in keep}  # not the device or precision: a run resumes on any
         values["model"] = self.model.to_dict()
         return json_ready(values)
 

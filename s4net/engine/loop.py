@@ -265,7 +265,7 @@ class _Run:
         if state is None:  # the other ranks read the file rank 0 chose
             state = self.task.read(Path(path), torch.device("cpu"))
         return restore_training(state, self.key, path, self.model, self.optimizer, self.scaler,
-                                self.metrics_path if self.world.is_main else None)
+                                self.metrics_path if self.world.is_main else None, self.precision.name)
 
     # ------------------------------------------------------------------ files
     def snapshot(self, iteration: int) -> None:
@@ -273,7 +273,7 @@ class _Run:
         if not self.world.is_main:
             return
         state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "iteration": iteration, "train": self.key}
+                 "iteration": iteration, "train": self.key, "precision": self.precision.name}
         self.task.save(self.last_path, self.model, **state)
         every = self.settings.checkpoint_every
         if every and iteration % every == 0 and iteration < self.settings.iterations:

@@ -15,6 +15,12 @@ from s4net.errors import InputError
 log = logging.getLogger(__name__)
 
 
+# How a run computes, not what it learns: a run may resume on another device or CPU, in another precision.
+# (``cpu_bf16`` was part of S4Net's key, and ``amp`` is part of the segmenter's: a key that differs
+# only there still resumes.)
+PRECISION_FIELDS = ("cpu_bf16", "amp")
+
+
 def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
     """``field: old -> new`` for every (nested) setting that differs, comma-separated."""
     parts = []
@@ -31,15 +37,19 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 def restore_training(
     state: dict[str, Any], key: dict[str, Any], last_path: Path | str, model: torch.nn.Module,
     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, metrics_path: Path | None,
+    precision: str | None = None,
 ) -> int:
     """Load a ``last.pt`` state written with the same settings (``key``); returns the iteration to go on from.
 
     Metrics lines logged after that checkpoint (by a run killed later) are dropped from ``metrics_path``
     (None: left alone, as on the ranks other than 0). A scaler state saved while no GradScaler ran
-    (float32 or bfloat16) leaves a running scaler at its initial state.
+    (float32 or bfloat16) leaves a running scaler at its initial state. Settings of
+    ``PRECISION_FIELDS`` may differ (``precision``, this run's, is logged beside the state's).
     """
-    if state.get("train") != key:
-        changed = settings_diff(state.get("train") or {}, key)
+    stored = {k: v for k, v in (state.get("train") or {}).items() if k not in PRECISION_FIELDS}
+    wanted = {k: v for k, v in key.items() if k not in PRECISION_FIELDS}
+    if stored != wanted:
+        changed = settings_diff(stored, wanted)
         raise InputError(last_path, f"was written with different training settings ({changed}); use another --out or "
                                     "delete the folder to start over")
     model.load_state_dict(state["model"])
@@ -47,6 +57,9 @@ def restore_training(
     if scaler.is_enabled() and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     start = int(state["iteration"])
+    before = state.get("precision")
+    if metrics_path is not None and precision is not None and before is not None and before != precision:
+        log.info("%s was written by a %s run; this one goes on in %s", last_path, before, precision)
     if metrics_path is not None:
         log.info("resuming from %s at iteration %d", last_path, start)
         trim_metrics(metrics_path, start)
