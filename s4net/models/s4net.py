@@ -3,12 +3,14 @@
 The call contract is torchvision's detection one: ``model(images, targets)``
 returns a dict of losses in train mode and, in eval mode, one dict per image with
 ``boxes`` Tensor[K, 4] (original pixels), ``scores`` Tensor[K] and ``masks``
-Tensor[K, 1, H, W] (foreground probabilities at the image's own resolution).
+Tensor[K, 1, H, W] (foreground probabilities at the image's own resolution), all float32
+whatever autocast the call runs under.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,19 +137,31 @@ class S4Net(nn.Module):
         return self._anchor_cache[key]
 
     # ---------------------------------------------------------------- forward
+    def dense(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor, list[tuple[int, int]]]:
+        """The dense part on a normalised batch Tensor[B, 3, S, S]: backbone, FPN, head, compression conv.
+
+        Returns (objectness Tensor[B, A], deltas Tensor[B, A, 4], stride-8 branch features
+        Tensor[B, C, S/8, S/8], (h, w) of each pyramid level).
+        """
+        levels = self.fpn(self.backbone(batch))
+        pyramid = list(levels.values())
+        logits, deltas = self.head(pyramid)
+        features = F.relu(self.compress(levels["p3"]))
+        return logits, deltas, features, [tuple(p.shape[-2:]) for p in pyramid]
+
+    def _run_dense(self, images: list[Tensor] | Tensor) -> tuple[Tensor, Tensor, Tensor, list, list[tuple[int, int]]]:
+        batch, original_sizes = self.preprocess(images)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        logits, deltas, features, level_sizes = self.dense(batch)
+        return logits, deltas, features, [tuple(int(v) for v in s) for s in level_sizes], original_sizes
+
     def forward(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]] | None = None):
         """Train mode: dict of losses (needs ``targets`` with ``boxes`` and ``masks``). Eval: detections per image."""
         if self.training and targets is None:
             raise ValueError("S4Net in train mode needs targets (boxes, masks); call model.eval() for inference")
-        batch, original_sizes = self.preprocess(images)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        levels = self.fpn(self.backbone(batch))
-        pyramid = list(levels.values())
-        logits, deltas = self.head(pyramid)
-        anchors, num_per_level = self._anchors([tuple(p.shape[-2:]) for p in pyramid], batch.device)
-        stride8 = levels["p3"]
-        features = F.relu(self.compress(stride8))
+        logits, deltas, features, level_sizes, original_sizes = self._run_dense(images)
+        anchors, num_per_level = self._anchors(level_sizes, features.device)
         if self.training:
             return self._losses(logits, deltas, anchors, features, targets, original_sizes)
         return self._detect(logits, deltas, anchors, num_per_level, features, original_sizes)
@@ -265,15 +279,29 @@ class S4Net(nn.Module):
         cfg = self.config
         size = cfg.image_size
         proposals = select_proposals(
-            logits, deltas, anchors, num_per_level, self.box_coder, (size, size),
+            logits.float(), deltas.float(), anchors, num_per_level, self.box_coder, (size, size),
             cfg.pre_nms_top_n, cfg.nms_iou, cfg.detections_per_image, cfg.min_box_size,
         )
-        boxes = torch.cat([b for b, _ in proposals])
-        image_index = torch.cat(
-            [torch.full((len(b),), i, dtype=torch.long, device=boxes.device) for i, (b, _) in enumerate(proposals)]
-        )
-        local = torch.cat([torch.arange(len(b), device=boxes.device) for b, _ in proposals])
-        pasted = [boxes.new_zeros((len(b), h, w)) for (b, _), (h, w) in zip(proposals, original_sizes, strict=True)]
+        masks = self._instance_masks(features, [boxes for boxes, _ in proposals], original_sizes)
+        results = []
+        for ((img_boxes, scores), (h, w), img_masks) in zip(proposals, original_sizes, masks, strict=True):
+            back = torch.tensor([w / size, h / size, w / size, h / size], device=img_boxes.device)
+            results.append({"boxes": img_boxes.float() * back, "scores": scores.float(), "masks": img_masks[:, None]})
+        return results
+
+    def _instance_masks(self, features: Tensor, boxes_per_image: Sequence[Tensor],
+                        original_sizes: list[tuple[int, int]]) -> list[Tensor]:
+        """Tensor[K_i, H_i, W_i] float32 masks of each image's boxes (network-input pixels): branch, then paste."""
+        size = self.config.image_size
+        device = features.device
+        boxes = torch.cat([b.float() for b in boxes_per_image]) if boxes_per_image else features.new_zeros((0, 4))
+        image_index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=device)
+                                 for i, b in enumerate(boxes_per_image)])
+        local = torch.cat([torch.arange(len(b), device=device) for b in boxes_per_image])
+        pasted = [torch.zeros((len(b), h, w), dtype=torch.float32, device=device)
+                  for b, (h, w) in zip(boxes_per_image, original_sizes, strict=True)]
+        if not len(boxes):
+            return pasted
         for out in self.segment(features, boxes, image_index, exact=True):
             probs = torch.softmax(out.logits.float(), dim=1)[:, 1:2]
             owner = image_index[out.members]
@@ -286,14 +314,35 @@ class S4Net(nn.Module):
                     slots = local[out.members[part]]
                     pasted[i][slots] = paste_masks(probs[part], out.extent[part], boxes[out.members[part]],
                                                    (size / w, size / h), (h, w))
-        results = []
-        for ((img_boxes, scores), (h, w), masks) in zip(proposals, original_sizes, pasted, strict=True):
-            back = torch.tensor([w / size, h / size, w / size, h / size], device=img_boxes.device)
-            results.append({"boxes": img_boxes * back, "scores": scores, "masks": masks[:, None]})
-        return results
+        return pasted
+
+    @torch.inference_mode()
+    def masks_for_boxes(self, images: list[Tensor] | Tensor, boxes: Sequence[Tensor]) -> list[Tensor]:
+        """The masks :meth:`predict` would give on boxes the caller fixes (no proposals).
+
+        Args:
+            images: float images in [0, 1], as for :meth:`predict`.
+            boxes: per image, Tensor[K_i, 4] (x1, y1, x2, y2) in the image's own pixels.
+
+        Returns:
+            per image, Tensor[K_i, 1, H_i, W_i] float32 foreground probabilities (0 outside each box).
+        """
+        self.eval()
+        _, _, features, _, original_sizes = self._run_dense(images)
+        if len(boxes) != len(original_sizes):
+            raise ValueError(f"{len(boxes)} box tensors for {len(original_sizes)} images; give one Tensor[K, 4] each")
+        size = self.config.image_size
+        scaled = []
+        for b, (h, w) in zip(boxes, original_sizes, strict=True):
+            if b.dim() != 2 or b.shape[-1] != 4:
+                raise ValueError(f"boxes must be Tensor[K, 4] (x1, y1, x2, y2) per image, got shape {tuple(b.shape)}")
+            scale = torch.tensor([size / w, size / h, size / w, size / h], device=features.device)
+            scaled.append(b.to(features.device, torch.float32) * scale)
+        return [m[:, None] for m in self._instance_masks(features, scaled, original_sizes)]
 
     @torch.inference_mode()
     def predict(self, images: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
         """Inference on float images in [0, 1]; switches to eval mode itself."""
         self.eval()
         return self(images)
+

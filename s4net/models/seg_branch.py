@@ -90,13 +90,16 @@ class SegmentationBranch(nn.Module):
         holds every distinct value (see :func:`s4net.models.region_padding.fold`).
         Without autograd the result is kept until a parameter changes (their version
         counters are part of the key; parameters made under ``torch.inference_mode``
-        have none, so are not cached).
+        have none, so are not cached) or the autocast state changes (a background
+        computed in bfloat16 must not pad a float32 run).
         """
         th, tw = (min(s, 2 * self.receptive_radius + 1) for s in map_size)
         weight = self.logits.weight
         params = list(self.parameters())
         cacheable = not torch.is_grad_enabled() and not any(p.is_inference() for p in params)  # those keep no versions
-        key = ((th, tw, weight.dtype, weight.device, tuple((p.data_ptr(), p._version) for p in params))
+        device_type = weight.device.type
+        autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        key = ((th, tw, weight.dtype, weight.device, autocast, tuple((p.data_ptr(), p._version) for p in params))
                if cacheable else None)
         if key is not None and self._background_cache[0] == key:
             return self._background_cache[1]
@@ -179,7 +182,8 @@ def paste_masks(
         out_size: (H, W) of the original image.
 
     Returns:
-        Tensor[N, H, W] probabilities (bilinear inside the window, 0 outside the box).
+        Tensor[N, H, W] float32 probabilities (bilinear inside the window, 0 outside the box), computed in
+        float32 under any autocast.
     """
     n = probs.shape[0]
     height, width = out_size
@@ -188,6 +192,7 @@ def paste_masks(
     sx, sy = scale
     h, w = probs.shape[-2:]
     windows, boxes = windows.float(), boxes.float()
-    rows = _axis_weights(windows[:, 1], windows[:, 3], boxes[:, 1], boxes[:, 3], h, height, sy)  # [N, H, h]
-    cols = _axis_weights(windows[:, 0], windows[:, 2], boxes[:, 0], boxes[:, 2], w, width, sx)  # [N, W, w]
-    return torch.bmm(torch.bmm(rows, probs[:, 0].float()), cols.transpose(1, 2))
+    with torch.autocast(probs.device.type, enabled=False):  # float32 whatever autocast the caller runs under
+        rows = _axis_weights(windows[:, 1], windows[:, 3], boxes[:, 1], boxes[:, 3], h, height, sy)  # [N, H, h]
+        cols = _axis_weights(windows[:, 0], windows[:, 2], boxes[:, 0], boxes[:, 2], w, width, sx)  # [N, W, w]
+        return torch.bmm(torch.bmm(rows, probs[:, 0].float()), cols.transpose(1, 2))
