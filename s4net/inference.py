@@ -68,11 +68,16 @@ def mask_pooled_features(levels: dict[str, torch.Tensor], masks: torch.Tensor,
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files given directly plus image files found (recursively, sorted) under given folders."""
+    """Paths given directly plus every path named like an image found (recursively, sorted) under given folders.
+
+    Names are listed whatever they are: a named pipe, a socket, a device, a folder or a dangling
+    link named ``*.jpg`` is listed too, so that :func:`run_detector` reports it as skipped (it is
+    refused before it is opened) instead of it vanishing without a word.
+    """
     files: list[Path] = []
     for entry in map(Path, inputs):
         if entry.is_dir():
-            files.extend(sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+            files.extend(sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS))
         else:
             files.append(entry)
     return files

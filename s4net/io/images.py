@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import Sequence
 
@@ -24,9 +25,34 @@ DEFAULT_MAX_PIXELS = 100_000_000  # 10k x 10k; larger declared sizes are refused
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"),
+               (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def not_regular_file(mode: int) -> str | None:
+    """What a ``st_mode`` is when it is not a regular file (``"named pipe"``, ``"socket"``, ...); None for one."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "special file")
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`ImageReadError` unless ``path`` (links followed) is a regular file; never opens it.
+
+    Opening a named pipe blocks until a writer comes, a device may never end: they are
+    refused from ``stat`` alone.
+    """
+    kind = not_regular_file(os.stat(path).st_mode)
+    if kind == "directory":
+        raise ImageReadError(path, "is a directory, not an image")
+    if kind is not None:
+        raise ImageReadError(path, f"not a regular file ({kind}); not opened")
+
+
 def _open(path: Path, max_pixels: int) -> Image.Image:
-    """Open ``path`` lazily (header only) and check its declared size."""
+    """Open ``path`` lazily (header only) and check its declared size; refuse anything but a regular file."""
     try:
+        check_regular_file(path)
         image = Image.open(path)
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None

@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import struct
+import threading
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from PIL import Image
 from pipeline.cli import main as wsss_main
 from pipeline.datasets.voc import read_voc_label
 from pipeline.proxy_labels.manifest import read_manifests
+from s4net.cli.commands import main as s4net_main
 
 WNID = "n02085620"  # Chihuahua -> dog in the shipped map
 
@@ -148,3 +152,81 @@ def test_a_file_name_that_is_not_utf8_is_labelled_under_the_same_bytes(checkpoin
     assert sorted(labels) == [b"caf\xe9.png", b"fine.png"]
     assert run_labels(checkpoint, tmp_path / "images", tmp_path / "out") == 0  # the manifest finds it again
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["reused"] == 2
+
+
+SPECIAL_FILES = {"fifo.JPEG": "named pipe", "socket.JPEG": "socket", "folder.JPEG": "directory",
+                 "device.JPEG": "character device"}
+
+
+def make_special_files(folder: Path, monkeypatch: pytest.MonkeyPatch) -> socket.socket:
+    """A FIFO, a bound Unix socket, a directory and a link to a character device, all named like images.
+
+    Returns the socket (keep it open while the files are read).
+    """
+    os.mkfifo(folder / "fifo.JPEG")
+    (folder / "folder.JPEG").mkdir()
+    os.symlink("/dev/null", folder / "device.JPEG")
+    monkeypatch.chdir(folder)  # a relative address: tmp paths can exceed AF_UNIX's 108 bytes
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("socket.JPEG")
+    return server
+
+
+def run_unblocking(work: Callable[[], None], fifo: Path, timeout: float) -> bool:
+    """Run ``work`` in a thread; past ``timeout``, feed EOF to whoever waits on ``fifo`` until it ends.
+
+    Returns whether it ended in time (the code before this fix blocked forever in ``open()`` of the pipe;
+    the EOF lets such a run end, so the test fails instead of hanging).
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    in_time = not thread.is_alive()
+    while thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a waiting reader wakes up to end-of-file
+        except OSError:
+            pass  # no reader waiting at this instant
+        thread.join(0.1)
+    if errors:
+        raise errors[0]
+    return in_time
+
+
+def test_pipes_sockets_folders_and_devices_named_like_images_are_skipped_unopened(
+        checkpoint: Path, tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "images" / "train" / WNID
+    folder.mkdir(parents=True)
+    good = sorted((tiny_world / "imagenet" / "train").rglob("*.JPEG"))[0]
+    (folder / "good.JPEG").write_bytes(good.read_bytes())
+    server = make_special_files(folder, monkeypatch)
+    proxy_out, predict_out = tmp_path / "proxy", tmp_path / "predict"
+    codes: list[int] = []
+
+    def work() -> None:
+        codes.append(run_labels(checkpoint, tmp_path / "images", proxy_out))
+        codes.append(s4net_main(["predict", "--checkpoint", str(checkpoint), "--images", str(folder),
+                                 str(folder / "fifo.JPEG"), "--out", str(predict_out), "--device", "cpu", "-q"]))
+
+    try:
+        assert run_unblocking(work, folder / "fifo.JPEG", timeout=60), "a named pipe among the images hung the run"
+    finally:
+        server.close()
+    assert codes == [0, 0]
+    records = {Path(r["image"]).name: r for r in read_manifests(proxy_out).values()}
+    assert "sha256" in records["good.JPEG"]
+    for name, kind in SPECIAL_FILES.items():
+        assert kind in records[name].get("skipped", ""), (name, records[name])
+    assert json.loads((proxy_out / "summary.json").read_text())["skipped"] == len(SPECIAL_FILES)
+    listed = json.loads((predict_out / "skipped.json").read_text())
+    skipped = {Path(item["image"]).name: item["reason"] for item in listed}
+    assert sorted(skipped) == sorted(SPECIAL_FILES) and all(k in skipped[n] for n, k in SPECIAL_FILES.items())
+    assert len(json.loads((predict_out / "images.json").read_text())["images"]) == 1
