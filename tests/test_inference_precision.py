@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import SMALL_S4NET
@@ -57,3 +60,71 @@ def test_predict_under_cpu_bfloat16_autocast_is_float32_and_close_to_float32(ima
     for a, b in zip(approx, exact, strict=True):
         assert a.dtype == torch.float32
         assert (a - b).abs().max() < 0.05 and (a - b).abs().mean() < 0.01
+
+
+@pytest.fixture(scope="module")
+def model() -> S4Net:
+    return busy_model()
+
+
+def branch_instances(model: S4Net) -> list[int]:
+    """Records, per call of the segmentation branch, how many instances it ran on (a forward pre-hook's list)."""
+    counts: list[int] = []
+    model.branch.register_forward_pre_hook(lambda _module, args: counts.append(args[0].shape[0]))
+    return counts
+
+
+def test_min_score_drops_proposals_before_the_branch(images: list[torch.Tensor]) -> None:
+    model = busy_model()
+    counts = branch_instances(model)
+    full = model.predict(images)
+    ran_on_all = sum(counts)
+    scores = torch.cat([out["scores"] for out in full]).sort().values
+    threshold = float(scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # about half pass
+    passing = int((scores >= threshold).sum())
+    assert 0 < passing < len(scores)
+    model.min_score = threshold
+    counts.clear()
+    kept = model.predict(images)
+    assert ran_on_all == len(scores) and sum(counts) == passing
+    for mine, out in zip(kept, full, strict=True):
+        keep = out["scores"] >= threshold
+        assert torch.equal(mine["boxes"], out["boxes"][keep]) and torch.equal(mine["scores"], out["scores"][keep])
+        torch.testing.assert_close(mine["masks"], out["masks"][keep], rtol=0, atol=1e-5)
+
+
+def test_min_score_is_validated_and_set_by_for_inference(model: S4Net) -> None:
+    assert model.min_score == 0.0
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ValueError, match="min_score"):
+            model.min_score = bad
+    other = s4net.build_model(S4NetConfig(backbone="resnet18", **SMALL_S4NET)).for_inference(min_score=0.25)
+    assert other.min_score == 0.25
+    with pytest.raises(ValueError, match=r"min_score=1.0 must be in \[0, 1\)"):
+        s4net.build_model(S4NetConfig(backbone="resnet18", **SMALL_S4NET)).for_inference(min_score=1.0)
+
+
+def test_predict_cli_min_score_keeps_the_proposals_above_it(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from s4net.cli import main as s4net_main
+    from s4net.io.images import save_image
+
+    save_image(tmp_path / "images" / "a.png", np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+
+    def predict(*extra: str) -> list[dict]:
+        out = tmp_path / f"out{len(extra)}"
+        argv = ["predict", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "images"), "--out", str(out),
+                "--device", "cpu", "-q", *extra]
+        assert s4net_main(argv) == 0
+        return json.loads((out / "results.json").read_text())
+
+    every = predict()
+    scores = sorted(r["score"] for r in every)
+    threshold = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
+    kept = predict("--min-score", str(threshold))
+    assert len(every) == 20 and 0 < len(kept) < len(every)
+    assert sorted(r["score"] for r in kept) == [s for s in scores if s >= threshold]
+    capsys.readouterr()
+    assert s4net_main(["predict", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "images"), "--out",
+                       str(tmp_path / "bad"), "--device", "cpu", "-q", "--min-score", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--min-score" in error[0] and "[0, 1)" in error[0], error
