@@ -128,3 +128,59 @@ def test_predict_cli_min_score_keeps_the_proposals_above_it(checkpoint: Path, tm
                        str(tmp_path / "bad"), "--device", "cpu", "-q", "--min-score", "1"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--min-score" in error[0] and "[0, 1)" in error[0], error
+
+
+def mixed_boxes(count: int, size: int, seed: int) -> torch.Tensor:
+    """Tensor[count, 4] seeded boxes inside a ``size`` square, from a few pixels to the whole square a side."""
+    generator = torch.Generator().manual_seed(seed)
+    wh = 4.0 + torch.rand(count, 2, generator=generator) ** 2 * (size - 4.0)
+    xy = torch.rand(count, 2, generator=generator) * (size - wh)
+    return torch.cat([xy, xy + wh], 1)
+
+
+def exact_cells(box: torch.Tensor, map_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Cells (x1, y1, x2, y2) of a box plus one cell (what the paste reads), inside the map."""
+    x1, y1, x2, y2 = box.tolist()
+    return (max(int(x1 // 8) - 1, 0), max(int(y1 // 8) - 1, 0),
+            min(int(-(-x2 // 8)) + 1, map_size[1]), min(int(-(-y2 // 8)) + 1, map_size[0]))
+
+
+def grouped_like_whole_map(model: S4Net, features: torch.Tensor, boxes: torch.Tensor,
+                           index: torch.Tensor) -> dict[str, int]:
+    """Assert that every grouping's branch logits equal the whole map's on each box and one cell around it;
+    returns how many canvases (branch calls) each grouping ran."""
+    from s4net.models.windows import BRANCH_GROUPINGS
+
+    map_size = tuple(features.shape[-2:])
+    model.config.branch_crop = False
+    try:
+        (whole,) = model.segment(features, boxes, index, exact=True)
+    finally:
+        model.config.branch_crop = True
+    calls = {}
+    for grouping in BRANCH_GROUPINGS:
+        model.branch_grouping = grouping
+        outputs = model.segment(features, boxes, index, exact=True)
+        calls[grouping] = len(outputs)
+        assert sorted(torch.cat([out.members for out in outputs]).tolist()) == list(range(len(boxes)))
+        for out in outputs:
+            origin = (out.extent[:, :2] / 8).round().long().tolist()
+            for j, i in enumerate(out.members.tolist()):
+                x1, y1, x2, y2 = exact_cells(boxes[i].cpu(), map_size)
+                x0, y0 = origin[j]
+                torch.testing.assert_close(out.logits[j, :, y1 - y0 : y2 - y0, x1 - x0 : x2 - x0].float(),
+                                           whole.logits[i, :, y1:y2, x1:x2].float(), rtol=1e-4, atol=1e-5)
+    model.branch_grouping = "auto"
+    return calls
+
+
+def test_every_branch_grouping_gives_the_whole_maps_outputs(model: S4Net) -> None:
+    generator = torch.Generator().manual_seed(2)
+    features = torch.relu(torch.randn(2, model.config.compress_channels, 32, 32, generator=generator))
+    boxes = mixed_boxes(12, 256, seed=3)
+    index = torch.arange(12) % 2
+    with torch.inference_mode():
+        calls = grouped_like_whole_map(model, features, boxes, index)
+    assert calls["single"] == 1 and calls["cost"] > calls["coarse"] >= 1 and calls["auto"] == calls["cost"]
+    with pytest.raises(ValueError, match="branch_grouping='one'.*single"):
+        model.branch_grouping = "one"

@@ -389,3 +389,23 @@ def test_paste_masks_maps_windows_to_original_pixels() -> None:
     expected = torch.zeros(64, 64)
     expected[32:64, 16:48] = 1  # the box in original pixels (scale 0.5 network px per pixel)
     assert torch.equal(pasted, expected)
+
+
+def test_branch_groupings_partition_instances_as_named() -> None:
+    from s4net.models.windows import branch_groups, resolve_grouping
+
+    assert resolve_grouping("auto", torch.device("cpu")) == "cost"
+    assert resolve_grouping("auto", torch.device("cuda")) == "single"  # reasoned, not yet measured
+    assert resolve_grouping("coarse", torch.device("cuda")) == "coarse"
+    with pytest.raises(ValueError, match="'fewest' is not one of"):
+        resolve_grouping("fewest", torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    wh = 8.0 + torch.rand(30, 2, generator=generator) * 300.0
+    xy = torch.rand(30, 2, generator=generator) * (320.0 - wh)
+    first, last = margin_spans(torch.cat([xy, xy + wh], 1), 8, (40, 40), 2)
+    found = {name: branch_groups(first, last, name) for name in ("auto", "cost", "coarse", "single")}
+    for groups in found.values():
+        assert torch.equal(torch.cat(groups).sort().values, torch.arange(30))
+    assert [g.tolist() for g in found["auto"]] == [g.tolist() for g in window_groups(first, last)]
+    assert len(found["single"]) == 1 and len(found["cost"]) > len(found["coarse"])
+    assert [g.tolist() for g in found["coarse"]] == [g.tolist() for g in window_groups(first, last, 4096.0)]

@@ -7,7 +7,8 @@ Tensor[K, 1, H, W] (foreground probabilities at the image's own resolution), all
 whatever autocast the call runs under.
 
 Runtime settings change no weight and are not stored in checkpoints: ``min_score``
-(the branch runs only for proposals scoring at least this).
+(the branch runs only for proposals scoring at least this) and ``branch_grouping``
+(how the branch's windows share canvases).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from s4net.models.fusion import fold_batchnorm
 from s4net.models.roi_masking import RoIMasking, box_masks
 from s4net.models.seg_branch import SegmentationBranch, paste_masks, weighted_ce
 from s4net.models.windows import (
+    BRANCH_GROUPINGS,
+    branch_groups,
     exact_spans,
     gather_windows,
     margin_spans,
     place_windows,
     ratio_groups,
     whole_map_windows,
-    window_groups,
 )
 
 SEG_STRIDE = 8
@@ -85,6 +87,7 @@ class S4Net(nn.Module):
         self.inference_only = False
         self.channels_last = False
         self.min_score = 0.0
+        self.branch_grouping = "auto"
 
     @property
     def min_score(self) -> float:
@@ -101,6 +104,21 @@ class S4Net(nn.Module):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"min_score={value} must be in [0, 1) (0 keeps every proposal)")
         self._min_score = value
+
+    @property
+    def branch_grouping(self) -> str:
+        """How the inference branch's windows share canvases, one of ``BRANCH_GROUPINGS`` (default ``auto``:
+        the CPU's cost model on CPU, one canvas per call on a GPU).
+
+        See :func:`s4net.models.windows.branch_groups`; the outputs are the same whichever runs.
+        """
+        return self._branch_grouping
+
+    @branch_grouping.setter
+    def branch_grouping(self, value: str) -> None:
+        if value not in BRANCH_GROUPINGS:
+            raise ValueError(f"branch_grouping={value!r} is not one of {list(BRANCH_GROUPINGS)}")
+        self._branch_grouping = value
 
     def train(self, mode: bool = True) -> "S4Net":
         if mode and self.inference_only:
@@ -205,7 +223,8 @@ class S4Net(nn.Module):
         With ``branch_crop`` each instance runs on a window around its box (tight and
         background-padded when ``exact``, as inference does; the receptive-radius
         margin otherwise, as training does); instances of similar window size share
-        one forward. Without it every instance runs on the whole map.
+        one forward (grouped by :attr:`branch_grouping` when ``exact``, by the training
+        rule otherwise). Without it every instance runs on the whole map.
         """
         n = boxes.shape[0]
         if self.roi_masking.is_pooling:
@@ -220,7 +239,8 @@ class S4Net(nn.Module):
         first, last = self.branch_spans(boxes, map_size, exact)
         background = self.branch.background(map_size) if exact else None
         outputs = []
-        for members in window_groups(first, last) if exact else ratio_groups(first, last):
+        groups = branch_groups(first, last, self.branch_grouping) if exact else ratio_groups(first, last)
+        for members in groups:
             windows = place_windows(first[members], last[members], image_index[members], map_size)
             region = self.roi_masking(features, boxes[members], image_index[members], windows)
             if exact and windows.size != map_size:

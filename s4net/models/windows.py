@@ -15,7 +15,9 @@ cell around it, which the bilinear paste reads):
   :mod:`s4net.models.region_padding`).
 
 Instances whose windows have similar sizes share one canvas (one forward); each
-keeps its own span inside the canvas; the rest is computed but never read.
+keeps its own span inside the canvas; the rest is computed but never read. How
+eagerly they share is a runtime choice (:func:`branch_groups`): fewer, larger
+canvases suit a GPU, a cost model of the CPU suits the CPU.
 """
 
 from __future__ import annotations
@@ -120,7 +122,41 @@ def whole_map_windows(image_index: Tensor, map_size: tuple[int, int]) -> Windows
     return place_windows(first, last, image_index, map_size)
 
 
-def window_groups(first: Tensor, last: Tensor, group_cost: float = 128.0) -> list[Tensor]:
+CPU_GROUP_COST = 128.0  # cells: about what one more forward of the branch costs on CPU (measured)
+COARSE_GROUP_COST = 4096.0  # cells: a 64x64 canvas; for devices where a forward is a handful of kernel launches
+BRANCH_GROUPINGS = ("auto", "cost", "coarse", "single")
+
+
+def resolve_grouping(grouping: str, device: torch.device) -> str:
+    """The grouping ``grouping`` means on ``device``: ``auto`` is ``cost`` on CPU and ``single`` elsewhere.
+
+    On CUDA each extra forward of the branch is a handful of kernel launches while the
+    cells a shared canvas wastes cost little, so ``auto`` runs one canvas per call there.
+    That choice is reasoned, not yet measured: ``bench/speed.py --groupings`` compares
+    the groupings on a GPU.
+    """
+    if grouping not in BRANCH_GROUPINGS:
+        raise ValueError(f"branch grouping {grouping!r} is not one of {list(BRANCH_GROUPINGS)}")
+    if grouping == "auto":
+        return "cost" if device.type == "cpu" else "single"
+    return grouping
+
+
+def branch_groups(first: Tensor, last: Tensor, grouping: str) -> list[Tensor]:
+    """Instances that share one canvas, by a grouping of :data:`BRANCH_GROUPINGS` (``auto`` by ``first``'s device).
+
+    ``cost``: :func:`window_groups` with the CPU cost of a forward; ``coarse``: the same
+    with a cost of :data:`COARSE_GROUP_COST` cells (fewer, larger canvases); ``single``:
+    every instance on one canvas of the largest span. The branch's outputs on each box
+    are the same whichever grouping runs (only the wasted cells differ).
+    """
+    grouping = resolve_grouping(grouping, first.device)
+    if grouping == "single" or first.shape[0] <= 1:
+        return [torch.arange(first.shape[0], device=first.device)]
+    return window_groups(first, last, CPU_GROUP_COST if grouping == "cost" else COARSE_GROUP_COST)
+
+
+def window_groups(first: Tensor, last: Tensor, group_cost: float = CPU_GROUP_COST) -> list[Tensor]:
     """Split instances into groups that share one canvas (one forward of the branch).
 
     A shared canvas runs cells no instance needs; a separate forward has a fixed
