@@ -45,3 +45,17 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+
+
+@contextlib.contextmanager
+def cudnn_autotuning(enabled: bool) -> Iterator[None]:
+    """cuDNN's benchmark mode (it times the convolution algorithms for each new shape and keeps the fastest)
+    inside the block when ``enabled``; the caller's setting after it. Off for deterministic runs: the
+    algorithm it picks may differ from run to run."""
+    previous = torch.backends.cudnn.benchmark
+    if enabled:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

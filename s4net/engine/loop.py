@@ -9,12 +9,18 @@ A trainer is a :class:`TrainingTask` (its model, its data, its loss and its file
   on conv/linear weights only, gradient clipping;
 * mixed precision (:func:`resolve_precision`);
 * the divergence check: a loss that is not finite on any rank stops every rank with
-  :class:`TrainingDiverged` (one line naming the iteration and the loss; the CLIs exit 3);
+  :class:`TrainingDiverged` (one line naming the iteration and the loss; the CLIs exit 3). The
+  losses stay on the device between sync points (each logged iteration, each checkpoint, the last
+  step), where they are read back in one exchange, so no step waits for the host; weights spoilt
+  by a non-finite step are never checkpointed;
 * checkpoints: ``checkpoints/last.pt`` every ``checkpoint_every`` iterations and hard-linked
-  snapshots ``iter_N.pt`` (the newest ``keep_snapshots`` kept), written atomically by rank 0 only;
+  snapshots ``iter_N.pt`` (the newest ``keep_snapshots`` kept), written atomically by rank 0 only,
+  from a host copy, in the background (:mod:`~s4net.engine.checkpoint_writer`);
+* cuDNN autotuning outside deterministic runs, channels-last weights on CUDA, ``torch.compile`` on request;
   a damaged ``last.pt`` falls back to the newest readable snapshot; resuming is exact (the batches
   are a function of seed and iteration, the state is complete);
-* preemption: SIGTERM or SIGUSR1 finishes the step, saves and raises :class:`Preempted` (exit 75);
+* preemption: SIGTERM or SIGUSR1 finishes the step (with several ranks: up to the next sync point),
+  saves and raises :class:`Preempted` (exit 75);
 * ``metrics.jsonl`` and the progress bar, on rank 0.
 
 Output folder::
@@ -41,7 +47,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from s4net.engine.devices import deterministic_algorithms, resolve_device
+from s4net.engine.checkpoint_writer import CheckpointWriter, HostModel, host_copy
+from s4net.engine.devices import cudnn_autotuning, deterministic_algorithms, resolve_device
 from s4net.engine.distributed import (
     RankShare,
     World,
@@ -55,7 +62,7 @@ from s4net.engine.distributed import (
 )
 from s4net.engine.metrics_log import MetricsLog
 from s4net.engine.optimization import optimizer_step, parameter_groups
-from s4net.engine.preemption import Preempted, stop_on_signals
+from s4net.engine.preemption import Preempted, StopRequest, stop_on_signals
 from s4net.engine.resume import newest_readable_state, prune_snapshots, restore_training
 from s4net.engine.sync_batchnorm import convert_batchnorm
 from s4net.errors import TrainingStopped
@@ -113,8 +120,12 @@ class LoopSettings:
         amp / cpu_bf16: see :func:`resolve_precision`.
         checkpoint_every, keep_snapshots, log_every: see the module docstring (0: only the final checkpoint;
             keep 0: every snapshot).
-        workers: data-loading processes per rank.
-        deterministic: torch's deterministic algorithms.
+        workers: data-loading processes per rank (None: 0 on CPU, where they would take the step's cores;
+            on CUDA a share of the host's cores, at most 8, see :func:`loader_workers`).
+        deterministic: torch's deterministic algorithms (and no cuDNN autotuning, which is on otherwise).
+        channels_last: weights (hence activations) in channels-last memory format (None: on CUDA, where
+            tensor-core convolutions want it; off on CPU, whose numbers the demo recipe was tuned with).
+        compile: run the model through ``torch.compile`` (the first steps pay for compiling).
         sync_bn: BatchNorm statistics over the global batch (with several processes).
         progress: the progress bar (rank 0).
         desc: the progress bar's label, also used in messages (``train segmenter``).
@@ -135,8 +146,10 @@ class LoopSettings:
     checkpoint_every: int = 1000
     keep_snapshots: int = 2
     log_every: int = 20
-    workers: int = 0
+    workers: int | None = 0
     deterministic: bool = False
+    channels_last: bool | None = None
+    compile: bool = False
     sync_bn: bool = False
     progress: bool = True
     desc: str = "train"
@@ -146,7 +159,7 @@ class LoopSettings:
         if self.iterations < 1 or self.batch_size < 1 or self.log_every < 1:
             raise ValueError("iterations, batch_size and log_every must be >= 1")
         for name in ("checkpoint_every", "keep_snapshots", "workers"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
 
 
@@ -206,6 +219,18 @@ class TrainingTask(Protocol):
         """Called on rank 0 after the last step: extra fields for the final file (may write reports)."""
 
 
+def loader_workers(requested: int | None, device: torch.device, world: World) -> int:
+    """Data-loading processes per rank: ``requested``, or for None 0 on CPU and, on CUDA, the host's cores
+    shared among the local ranks, one left for each rank's main process, at most 8."""
+    if requested is not None:
+        return requested
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))  # torchrun's ranks on this host
+    return max(0, min(8, cores // max(1, local_ranks) - 1))
+
+
 def run_training(task: TrainingTask, settings: LoopSettings) -> Path:
     """Train (or resume) ``task``; returns the path of the final model file.
 
@@ -216,7 +241,8 @@ def run_training(task: TrainingTask, settings: LoopSettings) -> Path:
     world = join_world(device)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                deterministic_algorithms(settings.deterministic):
+                deterministic_algorithms(settings.deterministic), \
+                cudnn_autotuning(device.type == "cuda" and not settings.deterministic):
             return _Run(task, settings, world, device).run()
     finally:
         leave_world(world)
@@ -232,6 +258,10 @@ class _Run:
         self.metrics_path = out / "metrics.jsonl"
         self.precision = resolve_precision(device, settings.amp, settings.cpu_bf16)
         self.key = task.resume_key()
+        self.writer = CheckpointWriter()
+        # per-step loss parts stay on the device until the next sync point (no host sync per step)
+        self.unsettled: list[tuple[int, float, torch.Tensor]] = []
+        self.loss_names: list[str] = []
 
     # ------------------------------------------------------------------ set-up
     def build(self) -> None:
@@ -239,6 +269,11 @@ class _Run:
         model = self.task.build_model().to(self.device)
         if self.settings.sync_bn and self.world.distributed:
             model = convert_batchnorm(model)
+        channels_last = self.settings.channels_last
+        if channels_last if channels_last is not None else self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+            if hasattr(model, "channels_last"):  # S4Net converts its normalised input batch as well
+                model.channels_last = True
         self.model = model
         self.optimizer = torch.optim.SGD(parameter_groups(model, self.settings.weight_decay), lr=self.settings.lr,
                                          momentum=self.settings.momentum)
@@ -248,6 +283,8 @@ class _Run:
             self.trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         else:
             self.trained = model
+        if self.settings.compile:
+            self.trained = torch.compile(self.trained)
 
     def resume(self) -> int:
         """The iteration to go on from (0 for a new run); rank 0 picks the state, every rank loads it."""
@@ -272,18 +309,25 @@ class _Run:
         """``last.pt`` at ``iteration`` (rank 0), and a periodic snapshot linked to it."""
         if not self.world.is_main:
             return
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+        # a host copy now; serialising and writing it happen in the background (CheckpointWriter)
+        model = HostModel(self.model)
+        state = {"optimizer": host_copy(self.optimizer.state_dict()), "scaler": self.scaler.state_dict(),
                  "iteration": iteration, "train": self.key, "precision": self.precision.name}
-        self.task.save(self.last_path, self.model, **state)
         every = self.settings.checkpoint_every
-        if every and iteration % every == 0 and iteration < self.settings.iterations:
-            target = self.checkpoints / f"iter_{iteration:07d}.pt"
-            target.unlink(missing_ok=True)
-            try:  # last.pt is replaced by rename, never rewritten, so a hard link stays this snapshot
-                os.link(self.last_path, target)
-            except OSError:
-                self.task.save(target, self.model, **state)
-            prune_snapshots(self.checkpoints, self.settings.keep_snapshots)
+        periodic = bool(every and iteration % every == 0 and iteration < self.settings.iterations)
+
+        def write() -> None:
+            self.task.save(self.last_path, model, **state)
+            if periodic:
+                target = self.checkpoints / f"iter_{iteration:07d}.pt"
+                target.unlink(missing_ok=True)
+                try:  # last.pt is replaced by rename, never rewritten, so a hard link stays this snapshot
+                    os.link(self.last_path, target)
+                except OSError:
+                    self.task.save(target, model, **state)
+                prune_snapshots(self.checkpoints, self.settings.keep_snapshots)
+
+        self.writer.submit(write)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> Path:
@@ -300,15 +344,19 @@ class _Run:
         if broadcast_object(done_already, self.world):
             log.info("%s already trained to %d iterations", settings.out, settings.iterations)
             return self.final_path
+        workers = loader_workers(settings.workers, self.device, self.world)
         loader = torch.utils.data.DataLoader(
             self.task.dataset(), batch_sampler=RankShare(self.task.batches(start), self.world, settings.batch_size),
-            collate_fn=self.task.collate, num_workers=settings.workers, persistent_workers=settings.workers > 0,
+            collate_fn=self.task.collate, num_workers=workers, persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda",
         )
         self.model.train()
-        with stop_on_signals() as stop, self._progress(start) as (bar, metrics):
-            for iteration, batch in enumerate(loader, start=start):
-                self.step(iteration, batch, bar, metrics, stop.requested)
+        try:
+            with stop_on_signals() as stop, self._progress(start) as (bar, metrics):
+                for iteration, batch in enumerate(loader, start=start):
+                    self.step(iteration, batch, bar, metrics, stop)
+        finally:
+            self.writer.close()  # the last checkpoint is on disk before anything else happens
         barrier(self.world)
         if self.world.is_main:
             extra = self.task.finish(self.model, self.device)
@@ -330,7 +378,7 @@ class _Run:
             if handle is not None:
                 handle.close()
 
-    def step(self, iteration: int, batch: Any, bar: tqdm, metrics: MetricsLog | None, stop_requested: bool) -> None:
+    def step(self, iteration: int, batch: Any, bar: tqdm, metrics: MetricsLog | None, stop: StopRequest) -> None:
         settings = self.settings
         lr = settings.lr * self.task.lr_factor(iteration)
         for group in self.optimizer.param_groups:
@@ -341,28 +389,46 @@ class _Run:
         with self.precision.autocast(self.device):
             losses = self.task.losses(self.trained, batch, step)
         loss = sum(losses.values())
-        # one exchange per step: the loss parts (means over the global batch) and whether any rank must stop
-        shared = all_ranks_sum(torch.stack([*(v.detach().float() for v in losses.values()),
-                                            torch.tensor(float(stop_requested), device=loss.device)]))
-        parts = {name: float(value) / self.world.size for name, value in zip(losses, shared[:-1].tolist(),
-                                                                               strict=True)}
-        if not all(map(math.isfinite, parts.values())):
-            described = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
-            kept = self.last_path if self.last_path.exists() else "none (no checkpoint was written yet)"
-            raise TrainingDiverged(f"{settings.desc}: loss is not finite at iteration {iteration} ({described}); "
-                                   f"last good checkpoint: {kept}")
+        self.loss_names = list(losses)
+        self.unsettled.append((iteration, lr, torch.stack([v.detach().float() for v in losses.values()])))
         optimizer_step(loss, self.trained, self.optimizer, self.scaler, settings.grad_clip)
         done = iteration + 1
         bar.update(1)
-        if metrics is not None:
-            means = metrics.add(done, lr, parts)
-            if means is not None:
-                bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in means.items()})
-        stopping = float(shared[-1]) > 0
-        if (settings.checkpoint_every and done % settings.checkpoint_every == 0) or done == settings.iterations \
-                or stopping:
+        checkpoint = bool(settings.checkpoint_every and done % settings.checkpoint_every == 0) \
+            or done == settings.iterations
+        # Sync points, the same on every rank: each logged iteration, each checkpoint, the last step; alone,
+        # also as soon as a stop is asked for (with several ranks, the stop rides the next sync point).
+        if not (checkpoint or done % settings.log_every == 0 or (stop.requested and not self.world.distributed)):
+            return
+        stopping = self.settle(bar, metrics, stop.requested)
+        if checkpoint or stopping:
             self.snapshot(done)
         if stopping and done < settings.iterations:
+            self.writer.wait()
             barrier(self.world)
             raise Preempted(done, self.last_path)
 
+    def settle(self, bar: tqdm, metrics: MetricsLog | None, stop_requested: bool) -> bool:
+        """Read the steps since the last sync point back in one exchange (and one host sync): the loss parts
+        averaged over the ranks, checked finite in order (a non-finite one raises :class:`TrainingDiverged`
+        naming its iteration, before any checkpoint of the weights it spoilt), logged; returns whether any
+        rank was asked to stop."""
+        rows = torch.stack([parts for _, _, parts in self.unsettled])
+        flag = torch.tensor([float(stop_requested)], device=rows.device)
+        shared = all_ranks_sum(torch.cat([rows.flatten(), flag])).tolist()
+        count = len(self.loss_names)
+        for row, (iteration, lr, _) in enumerate(self.unsettled):
+            values = shared[row * count:(row + 1) * count]
+            parts = {name: value / self.world.size for name, value in zip(self.loss_names, values, strict=True)}
+            if not all(map(math.isfinite, parts.values())):
+                described = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+                self.writer.wait()
+                kept = self.last_path if self.last_path.exists() else "none (no checkpoint was written yet)"
+                raise TrainingDiverged(f"{self.settings.desc}: loss is not finite at iteration {iteration} "
+                                       f"({described}); last good checkpoint: {kept}")
+            if metrics is not None:
+                means = metrics.add(iteration + 1, lr, parts)
+                if means is not None:
+                    bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in means.items()})
+        self.unsettled.clear()
+        return shared[-1] > 0

@@ -45,7 +45,8 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signal is None:
-            log.warning("received %s: stopping after this step and saving a checkpoint", signal.Signals(signum).name)
+            log.warning("received %s: stopping after this step (with several processes: at the next logged "
+                        "iteration, where they all meet) and saving a checkpoint", signal.Signals(signum).name)
         self.signal = signum
 
 
