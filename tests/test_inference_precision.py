@@ -104,7 +104,8 @@ def test_min_score_is_validated_and_set_by_for_inference(model: S4Net) -> None:
         s4net.build_model(S4NetConfig(backbone="resnet18", **SMALL_S4NET)).for_inference(min_score=1.0)
 
 
-def test_predict_cli_min_score_keeps_the_proposals_above_it(checkpoint: Path, tmp_path: Path, capsys) -> None:
+def test_predict_cli_min_score_keeps_the_proposals_above_it(checkpoint: Path, tmp_path: Path, capsys,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from s4net.cli import main as s4net_main
     from s4net.io.images import save_image
 
@@ -120,7 +121,10 @@ def test_predict_cli_min_score_keeps_the_proposals_above_it(checkpoint: Path, tm
     every = predict()
     scores = sorted(r["score"] for r in every)
     threshold = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
-    kept = predict("--min-score", str(threshold))
+    compiled: list[S4Net] = []  # --compile reaches the model (compiling itself: the slow test below)
+    monkeypatch.setattr(S4Net, "compile_dense", lambda self: compiled.append(self) or self)
+    kept = predict("--min-score", str(threshold), "--compile", "--deterministic")
+    assert len(compiled) == 1
     assert len(every) == 20 and 0 < len(kept) < len(every)
     assert sorted(r["score"] for r in kept) == [s for s in scores if s >= threshold]
     capsys.readouterr()
@@ -184,3 +188,15 @@ def test_every_branch_grouping_gives_the_whole_maps_outputs(model: S4Net) -> Non
     assert calls["single"] == 1 and calls["cost"] > calls["coarse"] >= 1 and calls["auto"] == calls["cost"]
     with pytest.raises(ValueError, match="branch_grouping='one'.*single"):
         model.branch_grouping = "one"
+
+
+@pytest.mark.slow  # compiling the dense part takes minutes on this CPU
+def test_compiled_dense_part_gives_the_eager_detections(images: list[torch.Tensor]) -> None:
+    model = busy_model()
+    eager = model.predict(images)
+    compiled = model.compile_dense().predict(images)
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a["masks"], b["masks"], rtol=1e-4, atol=1e-4)
+

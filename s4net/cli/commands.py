@@ -123,6 +123,10 @@ def _add_train(commands) -> None:
 
 
 def _load_model(args: argparse.Namespace):
+    """The checkpoint's S4Net as predict and evaluate run it: folded, channels last, on ``--device``; on CUDA
+    cuDNN autotunes the dense part unless ``--deterministic``; compiled with ``--compile``."""
+    import torch
+
     from s4net.checkpoint import load_checkpoint
     from s4net.engine import resolve_device
 
@@ -134,6 +138,11 @@ def _load_model(args: argparse.Namespace):
         raise InputError("command line", f"--min-score: {exc}") from None
     if args.detections is not None:
         model.config.detections_per_image = args.detections
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not args.deterministic
+        torch.backends.cudnn.deterministic = args.deterministic
+    if args.compile:
+        model.compile_dense()
     return model, device
 
 
@@ -203,6 +212,11 @@ def _add_inference(commands) -> None:
         sub.add_argument("--batch-size", type=positive_int, default=4)
         sub.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
         sub.add_argument("--detections", type=int, help="proposals kept per image (default: the checkpoint's, 20)")
+        sub.add_argument("--compile", action="store_true",
+                         help="torch.compile the dense part (backbone, FPN, head): slow first batch, then faster; "
+                              "for long runs")
+        sub.add_argument("--deterministic", action="store_true",
+                         help="on CUDA: cuDNN's deterministic algorithms, no autotuning (default: cudnn.benchmark)")
         add_verbosity(sub)
 
     evaluate = commands.add_parser(

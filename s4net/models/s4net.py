@@ -7,14 +7,15 @@ Tensor[K, 1, H, W] (foreground probabilities at the image's own resolution), all
 whatever autocast the call runs under.
 
 Runtime settings change no weight and are not stored in checkpoints: ``min_score``
-(the branch runs only for proposals scoring at least this) and ``branch_grouping``
-(how the branch's windows share canvases).
+(the branch runs only for proposals scoring at least this), ``branch_grouping``
+(how the branch's windows share canvases) and :meth:`S4Net.compile_dense`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +89,7 @@ class S4Net(nn.Module):
         self.channels_last = False
         self.min_score = 0.0
         self.branch_grouping = "auto"
+        self._compiled_dense: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, list[tuple[int, int]]]] | None = None
 
     @property
     def min_score(self) -> float:
@@ -145,6 +147,17 @@ class S4Net(nn.Module):
             self.channels_last = True
         return self
 
+    def compile_dense(self, **options: Any) -> "S4Net":
+        """Run the dense part (:meth:`dense`: backbone, FPN, head, compression conv) through
+        ``torch.compile(**options)`` in eval mode.
+
+        The proposals and the branch's windows change with every image, so they stay eager.
+        Compiling happens on the first call (and again for a new batch size): it pays off
+        over many batches, not one. Not stored in checkpoints; training runs eager.
+        """
+        self._compiled_dense = torch.compile(self.dense, **options)
+        return self
+
     # ----------------------------------------------------------------- inputs
     def preprocess(self, images: list[Tensor] | Tensor) -> tuple[Tensor, list[tuple[int, int]]]:
         """Float images in [0, 1] ([3, H, W] each, or one [B, 3, H, W] tensor) -> normalised batch at ``image_size``."""
@@ -193,7 +206,8 @@ class S4Net(nn.Module):
         batch, original_sizes = self.preprocess(images)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        logits, deltas, features, level_sizes = self.dense(batch)
+        dense = self.dense if self._compiled_dense is None or self.training else self._compiled_dense
+        logits, deltas, features, level_sizes = dense(batch)
         return logits, deltas, features, [tuple(int(v) for v in s) for s in level_sizes], original_sizes
 
     def forward(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]] | None = None):
@@ -347,7 +361,9 @@ class S4Net(nn.Module):
                   for b, (h, w) in zip(boxes_per_image, original_sizes, strict=True)]
         if not len(boxes):
             return pasted
-        for out in self.segment(features, boxes, image_index, exact=True):
+        with _no_cudnn_autotuning(device):
+            outputs = self.segment(features, boxes, image_index, exact=True)
+        for out in outputs:
             probs = torch.softmax(out.logits.float(), dim=1)[:, 1:2]
             owner = image_index[out.members]
             for i in owner.unique().tolist():
@@ -391,3 +407,16 @@ class S4Net(nn.Module):
         self.eval()
         return self(images)
 
+
+@contextlib.contextmanager
+def _no_cudnn_autotuning(device: torch.device) -> Iterator[None]:
+    """``cudnn.benchmark`` off inside the block on CUDA: the branch's canvases change shape with every image, and
+    autotuning each new shape would cost more than it saves (the dense part, of fixed shape, keeps it)."""
+    if device.type != "cuda" or not torch.backends.cudnn.benchmark:
+        yield
+        return
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = True
