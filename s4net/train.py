@@ -164,8 +164,10 @@ class S4NetTask:
         return learning_rate_factor(iteration, self.cfg)
 
     def losses(self, model: torch.nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
+        from s4net.data.training import device_images
+
         images, targets = batch
-        images = images.to(step.device, non_blocking=True)
+        images = device_images(images, step.device)
         targets = [{k: v.to(step.device, non_blocking=True) for k, v in t.items()} for t in targets]
         return model(images, targets)
 

@@ -49,3 +49,24 @@ def test_seeded_batches_are_reproducible_and_jitter_leaves_flips_alone() -> None
         assert [(k, f) for k, f, _ in zoomed.batch(i)] == [(k, f) for k, f, _ in plain.batch(i)]
         assert all(z is None for _, _, z in plain.batch(i))
         assert all(0.5 <= z.scale <= 1.5 and 0 <= z.fx < 1 and 0 <= z.fy < 1 for _, _, z in zoomed.batch(i))
+
+
+def test_loader_workers_ship_uint8_images_that_scale_on_the_device_to_the_same_numbers(tiny_world) -> None:
+    """Items carry uint8 images (a quarter of float32's bytes) unless zoomed; the batch the model sees is the
+    image / 255 in float32, bit for bit, and a batch mixing zoomed and plain items is float throughout."""
+    import numpy as np
+
+    from s4net.data.coco import SalientInstanceDataset
+    from s4net.data.training import TrainingSet, collate, device_images, resize_sample
+
+    source = SalientInstanceDataset(tiny_world / "salient" / "train.json", tiny_world / "salient" / "images")
+    dataset = TrainingSet(source, 64)
+    plain = [dataset[(0, False, None)], dataset[(1, True, None)]]
+    assert all(item.image.dtype == torch.uint8 for item in plain)
+    images, _ = collate(plain)
+    assert images.dtype == torch.uint8
+    resized = resize_sample(source[0].image, source[0].boxes, source[0].masks, 64)[0]
+    expected = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float().div_(255.0)
+    assert torch.equal(device_images(images, torch.device("cpu"))[0], expected)
+    mixed, _ = collate([plain[0], dataset[(1, False, Zoom(1.2, 0.5, 0.5))]])
+    assert mixed.dtype == torch.float32 and torch.equal(mixed[0], expected)

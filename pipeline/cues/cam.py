@@ -111,7 +111,7 @@ class KeywordImages(torch.utils.data.Dataset):
         sample = self.subset[index]
         resized = squashed(sample.image, self.size)
         image = torch.from_numpy(np.ascontiguousarray(resized[:, ::-1] if flip else resized)).permute(2, 0, 1)
-        return image.float().div(255), keyword_targets(sample.keywords)
+        return image, keyword_targets(sample.keywords)  # uint8: scaled on the device (CamTask.losses)
 
 
 class SeededKeywordBatches(torch.utils.data.Sampler):
@@ -165,7 +165,7 @@ def keyword_accuracy(model: CamNet, dataset: KeywordImages, indices: Sequence[in
     hits = 0
     for start in range(0, len(indices), batch_size):
         items = [dataset[(i, False)] for i in indices[start:start + batch_size]]
-        images = torch.stack([image for image, _ in items]).to(device)
+        images = torch.stack([image for image, _ in items]).to(device).float().div_(255)
         targets = torch.stack([target for _, target in items])
         logits, _ = model(normalise_imagenet(images))
         for scores, target in zip(logits.float().cpu(), targets, strict=True):
@@ -208,6 +208,7 @@ class CamTask:
 
     def losses(self, model: nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
         images, targets = (t.to(step.device, non_blocking=True) for t in batch)
+        images = images.float().div_(255)
         logits, _ = model(normalise_imagenet(images))
         total = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
         return {"loss": global_mean(total, targets.numel())}

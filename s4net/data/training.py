@@ -73,7 +73,8 @@ class TrainItem:
     """One training image at the network's input size.
 
     Attributes:
-        image: float32 Tensor[3, S, S] in [0, 1].
+        image: uint8 Tensor[3, S, S], or float32 in [0, 1] after a zoom (:func:`device_images` scales
+            either kind on the device, so loader workers ship a quarter of the bytes when nothing zooms).
         boxes: Tensor[N, 4] (x1, y1, x2, y2) at size S.
         masks: float32 Tensor[N, S, S] (bilinear-resized, soft at edges).
         image_id: COCO image id.
@@ -130,11 +131,11 @@ class TrainingSet(torch.utils.data.Dataset):
             masks = masks[:, :, ::-1]
             boxes = boxes.copy()
             boxes[:, [0, 2]] = self.size - boxes[:, [2, 0]]
-        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         boxes_t = torch.from_numpy(np.ascontiguousarray(boxes))
         masks_t = torch.from_numpy(np.ascontiguousarray(masks))
-        if zoom is not None:
-            image_t, boxes_t, masks_t = zoom_sample(image_t, masks_t, zoom)
+        if zoom is not None:  # resampling works in float
+            image_t, boxes_t, masks_t = zoom_sample(image_t.float().div_(255.0), masks_t, zoom)
         return TrainItem(image=image_t, boxes=boxes_t, masks=masks_t, image_id=image_id)
 
 
@@ -190,8 +191,18 @@ class SeededBatches(torch.utils.data.Sampler):
         return max(0, self.stop - self.start)
 
 
+def device_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A collated image batch on ``device`` as float in [0, 1] (uint8 batches are scaled there)."""
+    images = images.to(device, non_blocking=True)
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
 def collate(items: list[TrainItem]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Stack images; targets stay a list of ``{"boxes", "masks"}`` dicts."""
-    images = torch.stack([item.image for item in items])
+    """Stack images (uint8 when all are, else float in [0, 1]); targets stay a list of ``{"boxes", "masks"}``."""
+    if all(item.image.dtype == torch.uint8 for item in items):
+        images = torch.stack([item.image for item in items])
+    else:
+        images = torch.stack([item.image.float().div(255.0) if item.image.dtype == torch.uint8 else item.image
+                              for item in items])
     targets = [{"boxes": item.boxes, "masks": item.masks} for item in items]
     return images, targets

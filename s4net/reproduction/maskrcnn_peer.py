@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from s4net.config import config_from_mapping
+from s4net.data.training import device_images
 from s4net.engine import Step, global_mean, resolve_device, run_training
 from s4net.errors import InputError
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
@@ -183,7 +184,7 @@ class PeerTask(S4NetTask):
         images, targets = batch
         for sampler in self.samplers:
             sampler.draw_for(step.seed, step.samples)
-        losses = model(list(images.to(step.device)), peer_targets(targets, step.device))
+        losses = model(list(device_images(images, step.device)), peer_targets(targets, step.device))
         # torchvision averages each loss over this rank's sampled anchors / proposals (the mask loss over its
         # positive proposals); as sums over the global batch's, N processes compute what one does
         anchors, proposals = self.samplers
