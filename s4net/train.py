@@ -45,10 +45,11 @@ class TrainConfig:
         amp: mixed precision on CUDA (ignored on CPU).
         cpu_bf16: bfloat16 autocast on CPU (faster steps where the CPU has AVX512-BF16
             or AMX, see ``bench/train_step.py``; weights, optimizer state and losses stay float32).
-        workers: data-loading processes.
+        workers: data-loading processes (None: 0 on CPU, a share of the host's cores on CUDA).
         cache: keep resized samples in memory.
         deterministic: switch on torch's deterministic algorithms.
         grad_clip: clip the gradient norm to this (None: no clipping, as the paper).
+        compile: run the model through ``torch.compile``.
         sync_bn: under torchrun, BatchNorm statistics over the global batch (for ``norm: bn``).
         model: the S4Net model config.
     """
@@ -73,10 +74,11 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     cpu_bf16: bool = False
-    workers: int = 0
+    workers: int | None = None
     cache: bool = False
     deterministic: bool = False
     grad_clip: float | None = None
+    compile: bool = False
     sync_bn: bool = False
     model: S4NetConfig = field(default_factory=S4NetConfig)
 
@@ -95,7 +97,7 @@ class TrainConfig:
         if list(self.lr_steps) != sorted(self.lr_steps) or any(s < 1 for s in self.lr_steps):
             raise ValueError(f"lr_steps={self.lr_steps} must be increasing positive iterations")
         for name in ("checkpoint_every", "keep_snapshots", "warmup_iterations", "workers"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:
             raise ValueError(f"log_every={self.log_every} must be >= 1")
@@ -126,7 +128,7 @@ def loop_settings(cfg: TrainConfig, progress: bool, desc: str = "train s4net") -
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, seed=cfg.seed,
         device=cfg.device, amp=cfg.amp, cpu_bf16=cfg.cpu_bf16, checkpoint_every=cfg.checkpoint_every,
         keep_snapshots=cfg.keep_snapshots, log_every=cfg.log_every, workers=cfg.workers,
-        deterministic=cfg.deterministic, sync_bn=cfg.sync_bn, progress=progress, desc=desc,
+        deterministic=cfg.deterministic, compile=cfg.compile, sync_bn=cfg.sync_bn, progress=progress, desc=desc,
     )
 
 

@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
             scale_jitter=args.scale_jitter,
             device=args.device, amp=not args.no_amp, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16), workers=args.workers,
             cache=args.cache, deterministic=args.deterministic, grad_clip=args.grad_clip, sync_bn=args.sync_bn,
-            model=model,
+            compile=args.compile, model=model,
         )
     except ValueError as exc:
         raise InputError("command line", str(exc)) from None
@@ -112,10 +112,13 @@ def _add_train(commands) -> None:
     train.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
                        help="bfloat16 autocast on CPU; auto: on where oneDNN supports bf16 (AVX512 or AMX CPUs; "
                             "default: off)")
-    train.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    train.add_argument("--workers", type=int, default=None,
+                       help="data-loading processes per process (default: 0 on CPU, a share of the cores on CUDA)")
     train.add_argument("--cache", action="store_true", help="keep resized samples in memory (small sets)")
     train.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
     train.add_argument("--grad-clip", type=float, help="clip the gradient norm (default: no clipping)")
+    train.add_argument("--compile", action="store_true",
+                       help="run the model through torch.compile (the first steps pay for compiling)")
     train.add_argument("--sync-bn", action="store_true",
                        help="under torchrun: BatchNorm statistics over the global batch (norm: bn)")
     add_verbosity(train)

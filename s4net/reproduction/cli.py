@@ -92,7 +92,7 @@ def _peer_train(args: argparse.Namespace) -> int:
                           warmup_iterations=args.warmup, seed=args.seed,
                           scale_jitter=tuple(args.scale_jitter) if args.scale_jitter else None,
                           grad_clip=args.grad_clip, device=args.device, cache=True, workers=args.workers,
-                          log_every=args.log_every, sync_bn=args.sync_bn,
+                          log_every=args.log_every, sync_bn=args.sync_bn, compile=args.compile,
                           cpu_bf16=resolve_cpu_bf16(args.cpu_bf16) and device.type == "cpu")
         config = PeerConfig(backbone=args.backbone, size=args.size, detections=args.detections)
     except ValueError as exc:
@@ -149,8 +149,10 @@ def _add_peer(commands) -> None:
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     train.add_argument("--checkpoint-every", type=positive_int, default=200)
     train.add_argument("--log-every", type=positive_int, default=20, help="iterations between metrics.jsonl lines")
-    train.add_argument("--workers", type=int, default=0, help="data-loading processes (per process under torchrun)")
+    train.add_argument("--workers", type=int, default=None,
+                       help="data-loading processes per process (default: 0 on CPU, a share of the cores on CUDA)")
     train.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm over the global batch")
+    train.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     add_verbosity(train)
     train.set_defaults(handler=_peer_train)
     evaluate = verbs.add_parser("evaluate", help="mask mAP and images/s on a COCO salient-instance json")
