@@ -115,3 +115,57 @@ def test_a_failed_background_write_stops_the_run(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(task, "save", full)
     with pytest.raises(OSError, match="No space left"):
         run_training(task, _settings(tmp_path, 6))
+
+
+def test_loader_workers_default_to_none_on_cpu_and_a_share_of_the_cores_on_cuda(monkeypatch) -> None:
+    import os
+
+    from s4net.engine.distributed import World
+    from s4net.engine.loop import loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert loader_workers(None, cpu, World()) == 0
+    assert loader_workers(None, cuda, World(0, 2, 0)) == 7  # 16 cores over 2 ranks, one each for the rank
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert loader_workers(None, cuda, World(0, 8, 0)) == 1
+    assert loader_workers(3, cuda, World()) == 3
+
+
+class ConvTask(ToyTask):
+    """The toy as a 3x3 convolution over 3x3 maps, to see the memory format the engine gives a conv net."""
+
+    seen: list[bool] = []
+
+    def build_model(self) -> nn.Module:
+        return nn.Conv2d(4, 3, 3, padding=1)
+
+    def losses(self, model: nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
+        x, y = batch
+        out = model(x[:, :, None, None].expand(-1, -1, 3, 3).contiguous())
+        return {"loss": ((out.mean((1, 2, 3)) - y) ** 2).mean()}
+
+    def finish(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        self.seen.append(model.weight.is_contiguous(memory_format=torch.channels_last)
+                         and not model.weight.is_contiguous())
+        return {}
+
+
+@pytest.mark.parametrize("channels_last", [True, None], ids=["asked", "default-on-cpu"])
+def test_channels_last_weights_when_asked_and_by_default_on_cuda_only(tmp_path: Path, channels_last) -> None:
+    task = ConvTask(2)
+    task.seen = []
+    run_training(task, _settings(tmp_path, 2, channels_last=channels_last))
+    assert task.seen == [channels_last is True]
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_to_the_eager_weights(tmp_path: Path) -> None:
+    """torch.compile (inductor, C++ on CPU) changes how the steps run, not what they compute."""
+    run_training(ToyTask(4), _settings(tmp_path / "eager", 4))
+    run_training(ToyTask(4), _settings(tmp_path / "compiled", 4, compile=True))
+    eager = read_state(tmp_path / "eager" / "model.pt", TOY)["model"]
+    compiled = read_state(tmp_path / "compiled" / "model.pt", TOY)["model"]
+    for name, value in eager.items():
+        torch.testing.assert_close(compiled[name], value, rtol=1e-5, atol=1e-6)
