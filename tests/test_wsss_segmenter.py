@@ -42,6 +42,47 @@ def test_batches_are_a_pure_function_of_seed_and_iteration() -> None:
     assert whole != list(SeededSegBatches(7, 3, seed=6, start=0, iterations=6))
 
 
+def reference_batches(count: int, batch_size: int, seed: int, start: int, iterations: int,
+                      scale: tuple[float, float] = (0.5, 1.5), hflip: bool = True) -> list[list[tuple[int, Augment]]]:
+    """The batches as release 0.1.0 drew them (a permutation drawn per sample): runs and resumes must keep them."""
+    batches = []
+    for iteration in range(start, iterations):
+        batch = []
+        for slot in range(batch_size):
+            epoch, offset = divmod(iteration * batch_size + slot, count)
+            index = int(np.random.default_rng([seed, 1, epoch]).permutation(count)[offset])
+            rng = np.random.default_rng([seed, 2, iteration, slot])
+            batch.append((index, Augment(float(rng.uniform(*scale)), float(rng.random()), float(rng.random()),
+                                         bool(hflip and rng.random() < 0.5))))
+        batches.append(batch)
+    return batches
+
+
+@pytest.mark.parametrize("count, batch_size, seed, start, iterations, hflip", [
+    (7, 3, 5, 0, 9, True), (7, 3, 5, 4, 9, True), (3, 7, 0, 0, 4, True), (10, 10, 2, 1, 4, False),
+    (1, 2, 9, 0, 3, True)])
+def test_batches_are_the_ones_runs_and_resumes_always_drew(count: int, batch_size: int, seed: int, start: int,
+                                                           iterations: int, hflip: bool) -> None:
+    drawn = list(SeededSegBatches(count, batch_size, seed, start, iterations, (0.6, 1.4), hflip))
+    assert drawn == reference_batches(count, batch_size, seed, start, iterations, (0.6, 1.4), hflip)
+
+
+def test_each_epoch_permutation_is_drawn_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.segmenter import data
+
+    drawn = []
+    real = np.random.default_rng
+
+    def counting(seed=None):
+        if isinstance(seed, list) and seed[1] == 1:  # [seed, 1, epoch]: an epoch's permutation
+            drawn.append(seed[2])
+        return real(seed)
+
+    monkeypatch.setattr(data.np.random, "default_rng", counting)
+    batches = list(SeededSegBatches(5, 4, seed=1, start=0, iterations=6))  # 24 samples: epochs 0 .. 4
+    assert len(batches) == 6 and drawn == [0, 1, 2, 3, 4]
+
+
 def test_augment_pads_with_ignore_and_flips_consistently() -> None:
     image = np.zeros((20, 30, 3), dtype=np.uint8)
     label = np.zeros((20, 30), dtype=np.uint8)

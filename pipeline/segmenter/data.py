@@ -83,14 +83,22 @@ class Augment:
 class SeededSegBatches(torch.utils.data.Sampler):
     """Batches of ``(index, Augment)`` for iterations ``start .. iterations - 1``.
 
-    Each epoch is a seeded permutation of the images; each sample's augmentation
-    is drawn from ``(seed, iteration, slot)``.
+    Each epoch is a seeded permutation of the images (:meth:`epoch_order`, drawn once per epoch);
+    each sample's augmentation is drawn from ``(seed, iteration, slot)``.
     """
 
     def __init__(self, count: int, batch_size: int, seed: int, start: int, iterations: int,
                  scale: tuple[float, float] = (0.5, 1.5), hflip: bool = True) -> None:
         self.count, self.batch_size, self.seed = count, batch_size, seed
         self.start, self.iterations, self.scale, self.hflip = start, iterations, scale, hflip
+        self._order: tuple[int, np.ndarray] | None = None  # the last epoch drawn and its permutation
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The permutation of the images that epoch ``epoch`` visits, from ``(seed, epoch)``; the last one drawn is
+        kept (batches go forward, so each epoch's is drawn once)."""
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, 1, epoch]).permutation(self.count))
+        return self._order[1]
 
     def __len__(self) -> int:
         return max(0, self.iterations - self.start)
@@ -101,7 +109,7 @@ class SeededSegBatches(torch.utils.data.Sampler):
         for slot in range(self.batch_size):
             position = iteration * self.batch_size + slot
             epoch, offset = divmod(position, self.count)
-            index = int(np.random.default_rng([self.seed, 1, epoch]).permutation(self.count)[offset])
+            index = int(self.epoch_order(epoch)[offset])
             rng = np.random.default_rng([self.seed, 2, iteration, slot])
             low, high = self.scale
             out.append((index, Augment(float(rng.uniform(low, high)), float(rng.random()), float(rng.random()),
