@@ -83,6 +83,25 @@ def test_each_epoch_permutation_is_drawn_once(monkeypatch: pytest.MonkeyPatch) -
     assert len(batches) == 6 and drawn == [0, 1, 2, 3, 4]
 
 
+def test_workers_ship_uint8_and_the_device_gets_the_same_numbers(tiny_world: Path) -> None:
+    from pipeline.segmenter.data import SegmentationPairs
+
+    imagenet = tiny_world / "imagenet"
+    dataset = SegmentationPairs(find_pairs(imagenet, imagenet / "masks")[:2], crop=40)
+    items = [dataset[(index, Augment(scale, 0.3, 0.7, flip))]
+             for index, scale, flip in ((0, 0.5, True), (1, 1.2, False))]  # padded with ignore, and cropped
+    assert [(image.dtype, label.dtype) for image, label in items] == [(torch.uint8, torch.uint8)] * 2
+    from pipeline.segmenter.train import batch_on_device
+
+    images, labels = batch_on_device(torch.utils.data.default_collate(items), torch.device("cpu"))
+    # what the workers computed and shipped before: float32 in [0, 1] and int64
+    for position, (index, scale, flip) in enumerate(((0, 0.5, True), (1, 1.2, False))):
+        image, label = augment(*dataset.read(index), Augment(scale, 0.3, 0.7, flip), 40)
+        assert torch.equal(images[position], torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0))
+        assert torch.equal(labels[position], torch.from_numpy(label).long())
+    assert images.dtype == torch.float32 and labels.dtype == torch.int64 and (labels == IGNORE_INDEX).any()
+
+
 def test_augment_pads_with_ignore_and_flips_consistently() -> None:
     image = np.zeros((20, 30, 3), dtype=np.uint8)
     label = np.zeros((20, 30), dtype=np.uint8)

@@ -142,7 +142,9 @@ def augment(image: np.ndarray, label: np.ndarray, aug: Augment, crop: int) -> tu
 
 
 class SegmentationPairs(torch.utils.data.Dataset):
-    """Indexed by ``(index, Augment)``: (float image [3, crop, crop] in [0, 1], long label [crop, crop])."""
+    """Indexed by ``(index, Augment)``: (uint8 image Tensor[3, crop, crop], uint8 label Tensor[crop, crop], 255:
+    ignore), a quarter and an eighth of float32 and int64 to ship from the loader workers; the trainer converts
+    them on its device (:func:`pipeline.segmenter.train.batch_on_device`)."""
 
     def __init__(self, pairs: Sequence[Pair], crop: int) -> None:
         self.pairs = list(pairs)
@@ -163,4 +165,4 @@ class SegmentationPairs(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, Augment]) -> tuple[torch.Tensor, torch.Tensor]:
         index, aug = item
         image, label = augment(*self.read(index), aug, self.crop)
-        return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), torch.from_numpy(label).long()
+        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(label)

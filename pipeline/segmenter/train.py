@@ -10,6 +10,7 @@ uninterrupted one; so does a run on another number of processes.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,13 +120,15 @@ class SegmenterTask:
         return SeededSegBatches(len(self.pairs), cfg.batch_size, cfg.seed, start, cfg.iterations, cfg.scale, cfg.hflip)
 
     def collate(self, items: list[Any]) -> Any:
+        """uint8 images Tensor[B, 3, crop, crop] and uint8 labels Tensor[B, crop, crop] (255: ignore), as the
+        loader workers ship them (a quarter and an eighth of float32 and int64); :meth:`losses` converts them."""
         return torch.utils.data.default_collate(items)
 
     def lr_factor(self, iteration: int) -> float:
         return poly_factor(iteration, self.cfg.iterations, self.cfg.power)
 
     def losses(self, model: torch.nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
-        images, labels = (t.to(step.device, non_blocking=True) for t in batch)
+        images, labels = batch_on_device(batch, step.device)
         for dropout in self.dropouts:
             dropout.draw_for(step.seed, step.samples)
         logits = model(normalise_imagenet(images))
@@ -147,6 +150,26 @@ class SegmenterTask:
 
     def finish(self, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
         return {}
+
+
+# uint8 value -> float in [0, 1], computed once on the CPU as the loader workers used to compute each pixel, so
+# a batch converted on any device holds the very numbers they shipped (a device's own division may round otherwise)
+UNIT_FLOATS = torch.arange(256, dtype=torch.float32).div_(255.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _unit_floats_on(device: torch.device) -> torch.Tensor:
+    return UNIT_FLOATS.to(device)
+
+
+def batch_on_device(batch: tuple[torch.Tensor, torch.Tensor],
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loader's uint8 batch on ``device``: float32 images Tensor[B, 3, H, W] in [0, 1] and int64 labels
+    Tensor[B, H, W] (255: ignore), the numbers the workers used to compute and ship themselves."""
+    images, labels = (t.to(device, non_blocking=True) for t in batch)
+    if images.dtype != torch.uint8:
+        raise ValueError(f"segmenter batches hold uint8 images, got {images.dtype}")
+    return _unit_floats_on(torch.device(device))[images.long()], labels.long()
 
 
 def train_segmenter(cfg: SegTrainConfig, progress: bool = True) -> Path:
