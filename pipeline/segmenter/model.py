@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.segmenter.config import SegmenterConfig
+from pipeline.segmenter.deterministic import make_deterministic
 from s4net.config import config_from_mapping
 from s4net.errors import InputError
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
@@ -18,11 +19,15 @@ from s4net.io.states import StateFormat, fit_weights, read_state, save_state
 CHECKPOINT = StateFormat("wsss-segmenter", 1, "segmenter checkpoint", hint="train one with `wsss train-segmenter`")
 
 
-def build_segmenter(config: SegmenterConfig, encoder_weights: str | os.PathLike | None = None) -> nn.Module:
+def build_segmenter(config: SegmenterConfig, encoder_weights: str | os.PathLike | None = None,
+                    deterministic: bool = False) -> nn.Module:
     """A DeepLab with random weights, or its encoder loaded from a local ImageNet checkpoint.
 
     Nothing is downloaded: ``encoder_weights`` is a torchvision-style state dict file
     (e.g. ``resnet101-63fe2227.pth``) whose keys match the encoder (``fc.*`` is dropped).
+    ``deterministic``: the ops without a deterministic CUDA backward are replaced by their
+    deterministic twins (:func:`~pipeline.segmenter.deterministic.make_deterministic`; same
+    numbers within float rounding, same state dict, slower).
     """
     import segmentation_models_pytorch as smp
 
@@ -45,7 +50,7 @@ def build_segmenter(config: SegmenterConfig, encoder_weights: str | os.PathLike 
         if missing or unexpected:
             raise InputError(path, f"does not fit encoder {config.encoder}: {len(missing)} missing, "
                                    f"{len(unexpected)} unexpected keys")
-    return model
+    return make_deterministic(model) if deterministic else model
 
 
 def save_segmenter(path: str | os.PathLike, model: nn.Module, config: SegmenterConfig, **state: Any) -> None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from pipeline.classes import IGNORE_INDEX
 from pipeline.segmenter.data import SeededSegBatches, SegmentationPairs, find_pairs
+from pipeline.segmenter.deterministic import deterministic_cublas, masked_cross_entropy_sum
 from pipeline.segmenter.model import SegmenterConfig, build_segmenter, read_segmenter, save_segmenter
 from s4net.engine import LoopSettings, Step, TrainingDiverged, global_mean, poly_factor, run_training
 from s4net.engine.sample_dropout import per_sample_dropout
@@ -46,7 +47,9 @@ class SegTrainConfig:
         device: ``auto``, ``cpu`` or ``cuda[:k]``; ``amp``: float16 autocast on CUDA.
         checkpoint_every / log_every: iterations between ``last.pt`` saves / metrics lines.
         workers: data-loading processes (per rank).
-        deterministic: torch's deterministic algorithms (for GPU runs; CPU runs are repeatable anyway).
+        deterministic: torch's deterministic algorithms (for GPU runs; CPU runs are repeatable anyway), with the
+            deterministic twins of DeepLab's upsampling, pooling and loss
+            (:mod:`pipeline.segmenter.deterministic`) and deterministic cuBLAS.
         sync_bn: under torchrun, BatchNorm statistics over the global batch.
         keep_snapshots: periodic snapshots ``checkpoints/iter_N.pt`` kept, newest first (0: all).
     """
@@ -108,7 +111,7 @@ class SegmenterTask:
         self.dropouts: list = []
 
     def build_model(self) -> torch.nn.Module:
-        model = build_segmenter(self.cfg.model, self.cfg.encoder_weights)
+        model = build_segmenter(self.cfg.model, self.cfg.encoder_weights, deterministic=self.cfg.deterministic)
         self.dropouts = per_sample_dropout(model)  # the same masks on any number of processes
         return model
 
@@ -132,7 +135,7 @@ class SegmenterTask:
         for dropout in self.dropouts:
             dropout.draw_for(step.seed, step.samples)
         logits = model(normalise_imagenet(images))
-        total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        total = segmentation_loss(logits, labels, self.cfg.deterministic)
         # a crop with no labelled pixel teaches nothing (its loss is 0, not 0/0)
         return {"loss": global_mean(total, (labels != IGNORE_INDEX).sum())}
 
@@ -172,8 +175,19 @@ def batch_on_device(batch: tuple[torch.Tensor, torch.Tensor],
     return _unit_floats_on(torch.device(device))[images.long()], labels.long()
 
 
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    """The cross entropy of Tensor[B, C, H, W] logits against Tensor[B, H, W] labels, summed over the labelled
+    pixels (255 ignored), in float32. ``deterministic``: without ``nll_loss2d``, which has no deterministic CUDA
+    kernel (:func:`~pipeline.segmenter.deterministic.masked_cross_entropy_sum`, the same sum within rounding)."""
+    if deterministic:
+        return masked_cross_entropy_sum(logits.float(), labels, IGNORE_INDEX)
+    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
 def train_segmenter(cfg: SegTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of ``model_final.pt`` (the caller's RNG state is left alone)."""
+    if cfg.deterministic:
+        deterministic_cublas()  # before this process's first cuBLAS call
     settings = LoopSettings(
         out=cfg.out, final_name="model_final.pt", iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
