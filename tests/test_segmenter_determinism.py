@@ -106,11 +106,12 @@ def test_the_deterministic_segmenter_dispatches_no_op_that_cuda_refuses(tmp_path
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
-@pytest.mark.parametrize("in_size, out_size, scale", [((2, 2), (32, 32), 16.0), ((1, 1), (5, 7), None),
-                                                      ((5, 7), (20, 28), 4.0), ((9, 6), (4, 11), None)])
-def test_matrix_resize_equals_bilinear_interpolate_forward_and_backward(in_size, out_size, scale,
+@pytest.mark.parametrize("in_size, out_size, scale, recompute", [
+    ((2, 2), (32, 32), 16.0, False), ((1, 1), (5, 7), None, False), ((5, 7), (20, 28), 4.0, False),
+    ((9, 6), (4, 11), None, False), ((5, 7), (8, 11), 1.7, False), ((5, 7), (8, 11), 1.7, True)])
+def test_matrix_resize_equals_bilinear_interpolate_forward_and_backward(in_size, out_size, scale, recompute: bool,
                                                                        align_corners: bool) -> None:
-    from pipeline.segmenter.deterministic import MatmulBilinearUpsample, bilinear_resize
+    from pipeline.segmenter.deterministic import MatmulBilinearUpsample, bilinear_resize, make_deterministic
 
     x = torch.randn(2, 3, *in_size, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(2, 3, *out_size, dtype=torch.float64)
@@ -118,8 +119,12 @@ def test_matrix_resize_equals_bilinear_interpolate_forward_and_backward(in_size,
         expected = F.interpolate(x, size=out_size, mode="bilinear", align_corners=align_corners)
         got = bilinear_resize(x, out_size, align_corners)
     else:
-        expected = nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=align_corners)(x)
-        got = MatmulBilinearUpsample(scale_factor=scale, align_corners=align_corners)(x)
+        upsample = nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=align_corners,
+                               recompute_scale_factor=recompute)
+        expected = upsample(x)
+        twin = make_deterministic(nn.Sequential(upsample))[0]
+        assert isinstance(twin, MatmulBilinearUpsample)
+        got = twin(x)
     (expected_grad,) = torch.autograd.grad(expected, x, upstream)
     (got_grad,) = torch.autograd.grad(got, x, upstream)
     assert got.shape == expected.shape

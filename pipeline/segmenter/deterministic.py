@@ -87,10 +87,12 @@ def bilinear_resize(x: Tensor, size: tuple[int, int], align_corners: bool,
 
 
 class MatmulBilinearUpsample(nn.Module):
-    """``nn.Upsample(mode="bilinear")`` computed by :func:`bilinear_resize`."""
+    """``nn.Upsample(mode="bilinear")`` computed by :func:`bilinear_resize` (``recompute_scale_factor``: map
+    coordinates by the sizes, not by the scale factor, as ``F.interpolate`` does with it)."""
 
     def __init__(self, size: int | tuple[int, int] | None = None,
-                 scale_factor: float | tuple[float, float] | None = None, align_corners: bool = False) -> None:
+                 scale_factor: float | tuple[float, float] | None = None, align_corners: bool = False,
+                 recompute_scale_factor: bool = False) -> None:
         super().__init__()
         if (size is None) == (scale_factor is None):
             raise ValueError("MatmulBilinearUpsample needs exactly one of size and scale_factor")
@@ -98,12 +100,14 @@ class MatmulBilinearUpsample(nn.Module):
         self.scale_factor = ((float(scale_factor),) * 2 if isinstance(scale_factor, (int, float))
                              else None if scale_factor is None else tuple(map(float, scale_factor)))
         self.align_corners = bool(align_corners)
+        self.recompute_scale_factor = bool(recompute_scale_factor)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.scale_factor is None:
             return bilinear_resize(x, tuple(self.size), self.align_corners)
         size = tuple(math.floor(length * scale) for length, scale in zip(x.shape[-2:], self.scale_factor, strict=True))
-        return bilinear_resize(x, size, self.align_corners, self.scale_factor)
+        return bilinear_resize(x, size, self.align_corners,
+                               (None, None) if self.recompute_scale_factor else self.scale_factor)
 
     def extra_repr(self) -> str:
         shape = f"size={self.size}" if self.scale_factor is None else f"scale_factor={self.scale_factor}"
@@ -147,7 +151,8 @@ def _twin(module: nn.Module, aspp_pooling: type | None) -> nn.Module:
             raise ValueError(f"no deterministic twin for AdaptiveAvgPool2d(output_size={size}) (only 1 is handled)")
         return GlobalAvgPool2d().train(module.training)
     if isinstance(module, nn.Upsample) and module.mode == "bilinear":
-        twin = MatmulBilinearUpsample(module.size, module.scale_factor, bool(module.align_corners))
+        twin = MatmulBilinearUpsample(module.size, module.scale_factor, bool(module.align_corners),
+                                      bool(module.recompute_scale_factor))
         return twin.train(module.training)
     return module
 
