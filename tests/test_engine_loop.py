@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,6 @@ def test_a_failed_background_write_stops_the_run(tmp_path: Path, monkeypatch) ->
 
 
 def test_loader_workers_default_to_none_on_cpu_and_a_share_of_the_cores_on_cuda(monkeypatch) -> None:
-    import os
-
     from s4net.engine.distributed import World
     from s4net.engine.loop import loader_workers
 
@@ -169,3 +168,18 @@ def test_a_compiled_model_trains_to_the_eager_weights(tmp_path: Path) -> None:
     compiled = read_state(tmp_path / "compiled" / "model.pt", TOY)["model"]
     for name, value in eager.items():
         torch.testing.assert_close(compiled[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_runs_get_deterministic_cublas_workspaces(monkeypatch) -> None:
+    """Without CUBLAS_WORKSPACE_CONFIG torch's deterministic mode refuses every CUDA matrix product."""
+    from s4net.engine.devices import CUBLAS_WORKSPACE, deterministic_algorithms
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with deterministic_algorithms(False):
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with deterministic_algorithms(True):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own choice stays
+    with deterministic_algorithms(True):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

@@ -202,7 +202,7 @@ def test_a_deterministic_run_repeats_to_the_same_weights(tmp_path: Path) -> None
 
 @pytest.mark.cuda
 def test_on_cuda_the_deterministic_segmenter_trains_under_deterministic_algorithms(tmp_path: Path) -> None:
-    from pipeline.segmenter.deterministic import deterministic_cublas
+    from s4net.engine.devices import deterministic_cublas
 
     deterministic_cublas()
     task = task_for(tmp_path)

@@ -15,7 +15,8 @@ kernels are deterministic:
 They are slower than the originals, so only the deterministic segmenter uses them
 (:func:`make_deterministic`, ``wsss train-segmenter --deterministic``); the weights and
 checkpoints are the same either way. On CUDA, cuBLAS is deterministic only with
-``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (or ``:16:8``) set before its first use.
+``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (or ``:16:8``) set before its first use, which the engine's
+deterministic mode sets (:func:`s4net.engine.devices.deterministic_cublas`).
 """
 
 from __future__ import annotations
@@ -23,26 +24,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
-
-CUBLAS_WORKSPACE = ":4096:8"  # what torch's reproducibility notes ask for deterministic cuBLAS
-
-
-def deterministic_cublas() -> None:
-    """Set ``CUBLAS_WORKSPACE_CONFIG`` (unless already set), so cuBLAS products are deterministic.
-
-    cuBLAS reads it when this process first uses it; call this before any CUDA work.
-    """
-    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") is None:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
-        log.info("CUBLAS_WORKSPACE_CONFIG=%s for deterministic cuBLAS", CUBLAS_WORKSPACE)
-
 
 @functools.lru_cache(maxsize=64)
 def _interpolation_matrix_cpu(in_size: int, out_size: int, align_corners: bool, scale: float | None) -> Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from pipeline.classes import IGNORE_INDEX
 from pipeline.segmenter.data import SeededSegBatches, SegmentationPairs, find_pairs
-from pipeline.segmenter.deterministic import deterministic_cublas, masked_cross_entropy_sum
+from pipeline.segmenter.deterministic import masked_cross_entropy_sum
 from pipeline.segmenter.model import SegmenterConfig, build_segmenter, read_segmenter, save_segmenter
 from s4net.engine import LoopSettings, Step, TrainingDiverged, global_mean, poly_factor, run_training
 from s4net.engine.sample_dropout import per_sample_dropout
@@ -186,8 +186,6 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, deterministic:
 
 def train_segmenter(cfg: SegTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of ``model_final.pt`` (the caller's RNG state is left alone)."""
-    if cfg.deterministic:
-        deterministic_cublas()  # before this process's first cuBLAS call
     settings = LoopSettings(
         out=cfg.out, final_name="model_final.pt", iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, amp=cfg.amp,

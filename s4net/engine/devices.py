@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Iterator
 
 import torch
@@ -35,11 +36,27 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+CUBLAS_WORKSPACE = ":4096:8"  # what torch's reproducibility notes ask for deterministic cuBLAS
+
+
+def deterministic_cublas() -> None:
+    """Set ``CUBLAS_WORKSPACE_CONFIG`` (unless already set), so cuBLAS products are deterministic.
+
+    cuBLAS reads it when this process first uses it; call this before any CUDA work. Without it
+    torch's deterministic mode refuses every CUDA matrix product (any Linear layer, for one).
+    """
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") is None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+        log.info("CUBLAS_WORKSPACE_CONFIG=%s for deterministic cuBLAS", CUBLAS_WORKSPACE)
+
+
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """torch's deterministic algorithms on inside the block when ``enabled``; the caller's setting after it."""
+    """torch's deterministic algorithms on inside the block when ``enabled`` (with deterministic cuBLAS
+    workspaces, see :func:`deterministic_cublas`); the caller's setting after it."""
     previous = torch.are_deterministic_algorithms_enabled()
     if enabled:
+        deterministic_cublas()
         torch.use_deterministic_algorithms(True)
     try:
         yield
