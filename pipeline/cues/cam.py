@@ -239,9 +239,13 @@ class CamTask:
 def train_cam(
     images: str | os.PathLike, out: str | os.PathLike, keywords: str | os.PathLike | None = None,
     config: CamConfig = CamConfig(), pretrained: str | None = None, device: str = "auto", checkpoint_every: int = 200,
-    log_every: int = 20, progress: bool = True, workers: int = 0, sync_bn: bool = False, amp: bool = True,
+    log_every: int = 20, progress: bool = True, workers: int | None = None, sync_bn: bool = False, amp: bool = True,
+    compile: bool = False,
 ) -> Path:
     """Train (or resume) the CAM classifier on a keyword-tagged image set; returns the path of ``cam.pt``.
+
+    ``workers``: data-loading processes per rank (None: 0 on CPU, a share of the host's cores on CUDA);
+    ``compile``: run the model through ``torch.compile``.
 
     ``report.json`` beside it holds the held-out keyword accuracy. Under torchrun every rank calls it.
     """
@@ -249,8 +253,8 @@ def train_cam(
     settings = LoopSettings(
         out=Path(out), final_name="cam.pt", iterations=config.iterations, batch_size=config.batch_size, lr=config.lr,
         momentum=config.momentum, weight_decay=config.weight_decay, seed=config.seed, device=device, amp=amp,
-        checkpoint_every=checkpoint_every, log_every=log_every, workers=workers, sync_bn=sync_bn, progress=progress,
-        desc="train CAM classifier",
+        checkpoint_every=checkpoint_every, log_every=log_every, workers=workers, sync_bn=sync_bn, compile=compile,
+        progress=progress, desc="train CAM classifier",
     )
     final = run_training(task, settings)
     if task.report is not None:  # trained here (rank 0): report.json after cam.pt

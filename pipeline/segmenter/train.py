@@ -46,7 +46,8 @@ class SegTrainConfig:
         seed: initialisation, order and augmentation.
         device: ``auto``, ``cpu`` or ``cuda[:k]``; ``amp``: float16 autocast on CUDA.
         checkpoint_every / log_every: iterations between ``last.pt`` saves / metrics lines.
-        workers: data-loading processes (per rank).
+        workers: data-loading processes per rank (None: 0 on CPU, a share of the host's cores on CUDA).
+        compile: run the model through ``torch.compile``.
         deterministic: torch's deterministic algorithms (for GPU runs; CPU runs are repeatable anyway), with the
             deterministic twins of DeepLab's upsampling, pooling and loss
             (:mod:`pipeline.segmenter.deterministic`) and deterministic cuBLAS.
@@ -74,10 +75,11 @@ class SegTrainConfig:
     amp: bool = True
     checkpoint_every: int = 200
     log_every: int = 20
-    workers: int = 0
+    workers: int | None = None
     deterministic: bool = False
     sync_bn: bool = False
     keep_snapshots: int = 2
+    compile: bool = False
 
     def __post_init__(self) -> None:
         counts = {"iterations": self.iterations, "batch_size": self.batch_size, "crop": self.crop,
@@ -85,7 +87,7 @@ class SegTrainConfig:
         for name, value in counts.items():
             if value < 1:
                 raise ValueError(f"SegTrainConfig.{name}={value} must be >= 1")
-        if self.lr <= 0 or self.checkpoint_every < 0 or self.workers < 0 or self.keep_snapshots < 0:
+        if self.lr <= 0 or self.checkpoint_every < 0 or (self.workers or 0) < 0 or self.keep_snapshots < 0:
             raise ValueError("SegTrainConfig needs lr > 0, checkpoint_every >= 0, workers >= 0 and keep_snapshots >= 0")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"SegTrainConfig.scale={self.scale} must be 0 < lo <= hi")
@@ -97,7 +99,7 @@ class SegTrainConfig:
         """What must match for a checkpoint to be resumed (not the device, the worker or process count)."""
         key = self.to_dict()
         for name in ("out", "device", "workers", "checkpoint_every", "log_every", "deterministic", "sync_bn",
-                     "keep_snapshots"):
+                     "keep_snapshots", "compile"):
             key.pop(name)
         return key
 
@@ -190,7 +192,7 @@ def train_segmenter(cfg: SegTrainConfig, progress: bool = True) -> Path:
         out=cfg.out, final_name="model_final.pt", iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
         checkpoint_every=cfg.checkpoint_every, keep_snapshots=cfg.keep_snapshots, log_every=cfg.log_every,
-        workers=cfg.workers, deterministic=cfg.deterministic, sync_bn=cfg.sync_bn, progress=progress,
-        desc="train segmenter",
+        workers=cfg.workers, deterministic=cfg.deterministic, compile=cfg.compile, sync_bn=cfg.sync_bn,
+        progress=progress, desc="train segmenter",
     )
     return run_training(SegmenterTask(cfg), settings)
