@@ -93,6 +93,15 @@ def test_min_score_drops_proposals_before_the_branch(images: list[torch.Tensor])
         torch.testing.assert_close(mine["masks"], out["masks"][keep], rtol=0, atol=1e-5)
 
 
+def test_masks_for_boxes_refuses_boxes_that_do_not_fit_the_images(model: S4Net, images: list[torch.Tensor]) -> None:
+    with pytest.raises(ValueError, match="1 box tensors for 2 images"):
+        model.masks_for_boxes(images, [torch.zeros(0, 4)])
+    with pytest.raises(ValueError, match=r"Tensor\[K, 4\].*\(4,\)"):
+        model.masks_for_boxes(images, [torch.zeros(4), torch.zeros(0, 4)])
+    empty = model.masks_for_boxes(images, [torch.zeros(0, 4), torch.zeros(0, 4)])
+    assert [m.shape for m in empty] == [(0, 1, 96, 96), (0, 1, 72, 120)]
+
+
 def test_min_score_is_validated_and_set_by_for_inference(model: S4Net) -> None:
     assert model.min_score == 0.0
     for bad in (-0.1, 1.0, 2.0):

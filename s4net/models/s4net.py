@@ -353,7 +353,7 @@ class S4Net(nn.Module):
         """Tensor[K_i, H_i, W_i] float32 masks of each image's boxes (network-input pixels): branch, then paste."""
         size = self.config.image_size
         device = features.device
-        boxes = torch.cat([b.float() for b in boxes_per_image]) if boxes_per_image else features.new_zeros((0, 4))
+        boxes = torch.cat([b.float() for b in boxes_per_image])
         image_index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=device)
                                  for i, b in enumerate(boxes_per_image)])
         local = torch.cat([torch.arange(len(b), device=device) for b in boxes_per_image])
@@ -388,15 +388,17 @@ class S4Net(nn.Module):
         Returns:
             per image, Tensor[K_i, 1, H_i, W_i] float32 foreground probabilities (0 outside each box).
         """
+        count = images.shape[0] if isinstance(images, Tensor) and images.dim() == 4 else len(images)
+        if len(boxes) != count:
+            raise ValueError(f"{len(boxes)} box tensors for {count} images; give one Tensor[K, 4] per image")
+        for b in boxes:
+            if b.dim() != 2 or b.shape[-1] != 4:
+                raise ValueError(f"boxes must be Tensor[K, 4] (x1, y1, x2, y2) per image, got shape {tuple(b.shape)}")
         self.eval()
         _, _, features, _, original_sizes = self._run_dense(images)
-        if len(boxes) != len(original_sizes):
-            raise ValueError(f"{len(boxes)} box tensors for {len(original_sizes)} images; give one Tensor[K, 4] each")
         size = self.config.image_size
         scaled = []
         for b, (h, w) in zip(boxes, original_sizes, strict=True):
-            if b.dim() != 2 or b.shape[-1] != 4:
-                raise ValueError(f"boxes must be Tensor[K, 4] (x1, y1, x2, y2) per image, got shape {tuple(b.shape)}")
             scale = torch.tensor([size / w, size / h, size / w, size / h], device=features.device)
             scaled.append(b.to(features.device, torch.float32) * scale)
         return [m[:, None] for m in self._instance_masks(features, scaled, original_sizes)]
