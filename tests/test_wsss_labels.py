@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.classes import CLASS_INDEX, IGNORE_INDEX, NUM_CLASSES
-from pipeline.cues.crf import CRFConfig, refine_labels
+from pipeline.cues.crf import CRFConfig, crf_inference, refine_labels
 from pipeline.cues.keyword_assignment import (
     LOW_CONFIDENCE,
     LOW_SCORE,
@@ -146,6 +146,31 @@ def test_crf_sharpens_a_blurred_label_and_leaves_ignore_alone() -> None:
         refine_labels(image, labels, probs, [0], CRFConfig())
     with pytest.raises(ValueError, match="iterations"):
         CRFConfig(iterations=0)
+
+
+def test_crf_knobs_run_it_smaller_and_shorter_and_still_sharpen() -> None:
+    rng = np.random.default_rng(0)
+    truth = np.zeros((64, 80), dtype=np.uint8)
+    truth[16:48, 20:60] = CLASS_INDEX["cat"]
+    image = np.where(truth[..., None] > 0, 200, 40).astype(np.uint8) + rng.integers(0, 10, (64, 80, 3), dtype=np.uint8)
+    soft = _disc((64, 80), (32, 40), 18, soft=True)
+    probs = np.stack([1 - soft, soft])
+    labels = np.where(soft > 0.5, CLASS_INDEX["cat"], 0).astype(np.uint8)
+    labels[:3, :3] = IGNORE_INDEX
+    valid = labels != IGNORE_INDEX
+    before = (labels[valid] == truth[valid]).mean()
+    full = refine_labels(image, labels, probs, [0, CLASS_INDEX["cat"]], CRFConfig())
+    for config in (CRFConfig(scale=0.5), CRFConfig(iterations=3), CRFConfig(scale=0.25, iterations=3)):
+        refined = refine_labels(image, labels, probs, [0, CLASS_INDEX["cat"]], config)
+        assert refined.shape == labels.shape and (refined[:3, :3] == IGNORE_INDEX).all(), config
+        assert (refined[valid] == truth[valid]).mean() > before, config  # cheaper, and still better than the cue
+    half = crf_inference(image, probs, CRFConfig(scale=0.5))
+    assert half.shape == probs.shape and not np.allclose(half, crf_inference(image, probs, CRFConfig()))
+    assert np.allclose(half.sum(axis=0), 1.0, atol=1e-3)
+    assert (full[valid] == truth[valid]).mean() > before + 0.02
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="scale"):
+            CRFConfig(scale=bad)
 
 
 # ------------------------------------------------------------ scoring

@@ -4,6 +4,10 @@ The unary term is minus the log of the cue's class probabilities (background and
 the image's own classes only); the pairwise terms are a Gaussian (smoothness) and a
 bilateral one (pixels of similar colour nearby take the same label). Pixels that
 were ignore stay ignore: the CRF only moves labels where the cue had one.
+
+Its cost grows with the pixels and the mean-field steps: ``CRFConfig.scale`` runs it on a
+smaller copy of the image (kernel widths shrunk alike, marginals resized back) and
+``CRFConfig.iterations`` sets the steps; ``bench/crf_knobs.py`` measures both against mIoU.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ class CRFConfig:
 
     Attributes:
         iterations: mean-field steps.
+        scale: the CRF runs at this fraction of the image's width and height (1: full
+            resolution), its pixel widths scaled alike; the marginals are resized back.
         gaussian_sxy, gaussian_compat: smoothness kernel width (px) and weight.
         bilateral_sxy, bilateral_srgb, bilateral_compat: appearance kernel widths
             (px, colour levels) and weight.
@@ -35,10 +41,13 @@ class CRFConfig:
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
     min_probability: float = 1e-5
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError(f"CRFConfig.iterations={self.iterations} must be >= 1")
+        if not 0.0 < self.scale <= 1.0:
+            raise ValueError(f"CRFConfig.scale={self.scale} must be in (0, 1]")
         for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CRFConfig.{name}={getattr(self, name)} must be > 0")
@@ -49,6 +58,17 @@ class CRFConfig:
             raise ValueError(f"CRFConfig.min_probability={self.min_probability} must be in (0, 1)")
 
 
+def _resize_planes(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32[n, h, w] -> float32[n, H, W] by bilinear resampling (antialiased when shrinking); size is (H, W)."""
+    from PIL import Image
+
+    height, width = size
+    return np.stack([
+        np.asarray(Image.fromarray(plane, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        for plane in np.asarray(planes, dtype=np.float32)
+    ])
+
+
 def crf_inference(image: np.ndarray, probabilities: np.ndarray, config: CRFConfig) -> np.ndarray:
     """float32[n, H, W] marginals after mean-field inference.
 
@@ -57,6 +77,7 @@ def crf_inference(image: np.ndarray, probabilities: np.ndarray, config: CRFConfi
         probabilities: float[n, H, W] per-label probabilities (n >= 1).
     """
     import pydensecrf.densecrf as dcrf
+    from PIL import Image
 
     labels, height, width = probabilities.shape
     if image.shape[:2] != (height, width):
@@ -64,16 +85,23 @@ def crf_inference(image: np.ndarray, probabilities: np.ndarray, config: CRFConfi
     if labels == 1:
         return np.ones_like(probabilities, dtype=np.float32)
     probs = np.clip(probabilities.astype(np.float32), config.min_probability, 1.0)
+    rgb, shape = image, (height, width)
+    if config.scale < 1.0:
+        shape = (max(1, round(height * config.scale)), max(1, round(width * config.scale)))
+        small = Image.fromarray(np.asarray(image, dtype=np.uint8)).resize(shape[::-1], Image.Resampling.BILINEAR)
+        rgb = np.asarray(small)
+        probs = np.clip(_resize_planes(probs, shape), config.min_probability, 1.0)
     probs /= probs.sum(axis=0, keepdims=True)
-    crf = dcrf.DenseCRF2D(width, height, labels)
+    crf = dcrf.DenseCRF2D(shape[1], shape[0], labels)
     crf.setUnaryEnergy(np.ascontiguousarray(-np.log(probs).reshape(labels, -1)))
-    crf.addPairwiseGaussian(sxy=config.gaussian_sxy, compat=config.gaussian_compat)
+    crf.addPairwiseGaussian(sxy=config.gaussian_sxy * config.scale, compat=config.gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=config.bilateral_sxy, srgb=config.bilateral_srgb,
-        rgbim=np.array(image, dtype=np.uint8, order="C"),  # a writable copy
+        sxy=config.bilateral_sxy * config.scale, srgb=config.bilateral_srgb,
+        rgbim=np.array(rgb, dtype=np.uint8, order="C"),  # a writable copy
         compat=config.bilateral_compat,
     )
-    return np.asarray(crf.inference(config.iterations), dtype=np.float32).reshape(labels, height, width)
+    marginals = np.asarray(crf.inference(config.iterations), dtype=np.float32).reshape(labels, *shape)
+    return marginals if shape == (height, width) else _resize_planes(marginals, (height, width))
 
 
 def refine_labels(
