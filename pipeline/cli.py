@@ -56,6 +56,16 @@ def _settings(args: argparse.Namespace):
     return ProxyLabelSettings(cue=args.cue, assignment=assignment, proxy=proxy, crf=CRFConfig() if args.crf else None)
 
 
+def _device(name: str):
+    """``--device`` as a torch.device (``auto``: CUDA when available); a device torch cannot use is an input error."""
+    from s4net.engine import resolve_device
+
+    try:
+        return resolve_device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError("command line", f"--device {name}: {exc}") from None
+
+
 def _proxy_labels(args: argparse.Namespace) -> int:
     from pipeline.proxy_labels.manifest import Shard
     from pipeline.proxy_labels.runner import run_proxy_labels
@@ -67,7 +77,7 @@ def _proxy_labels(args: argparse.Namespace) -> int:
     summary = run_proxy_labels(
         args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings,
         classifier_path=args.classifier, cam_path=args.cam, shard=shard, workers=args.workers,
-        batch_size=args.batch_size, device=args.device, overlays=args.overlays, progress=not args.quiet,
+        batch_size=args.batch_size, device=_device(args.device), overlays=args.overlays, progress=not args.quiet,
     )
     print(
         f"proxy labels ({summary['cue']}{', crf' if summary['crf'] else ''}) shard {shard.index}/{shard.count}: "
@@ -87,9 +97,10 @@ def _instance_classifier(args: argparse.Namespace) -> int:
         config = ClassifierConfig(hidden=args.hidden, epochs=args.epochs, seed=args.seed)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    model = load_checkpoint(args.checkpoint, map_location=args.device).for_inference()
+    device = _device(args.device)
+    model = load_checkpoint(args.checkpoint, map_location=device).for_inference()
     subset = ImageNetSubset(args.images, args.keywords)
-    _, report = fit_instance_classifier(model, subset, assignment, config, args.out, args.batch_size, args.device,
+    _, report = fit_instance_classifier(model, subset, assignment, config, args.out, args.batch_size, device,
                                         not args.quiet)
     held = report["heldout_accuracy"]
     print(f"instance classifier: {report['instances']} instances of {len(report['classes_seen'])} classes, "
@@ -164,7 +175,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from s4net.io.atomic import write_json
 
     summary = evaluate_segmenter(
-        args.checkpoint, args.voc_root, args.split, args.device, tuple(args.scales), args.flip,
+        args.checkpoint, args.voc_root, args.split, _device(args.device), tuple(args.scales), args.flip,
         CRFConfig() if args.crf else None, args.save_predictions, progress=not args.quiet,
     )
     print(format_table(summary))
@@ -231,7 +242,7 @@ def _add_images_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keywords", type=Path, default=None,
                         help="keyword CSV (image,keywords; paths relative to --images); default: from the wnid folders")
     parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:k]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--scales", type=positive_float, nargs="+", default=[1.0], help="test scales to average")
     evaluate.add_argument("--crf", action="store_true", help="dense CRF on the predicted probabilities")
     evaluate.add_argument("--save-predictions", type=Path, default=None, help="also write predicted label PNGs here")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:k]")
     add_verbosity(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
