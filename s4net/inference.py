@@ -1,7 +1,9 @@
 """Batched inference over image files: detections, COCO results, overlays, skipped images.
 
 Images are decoded in a background thread pool so the model is not starved; a
-bad image is reported and skipped, never fatal.
+bad image is reported and skipped, never fatal. For consumers in other processes,
+:func:`run_detector` can hand out :class:`PackedDetections`: each mask cut down, on the
+device, to the window that holds its nonzero pixels (lossless, and a fraction of the bytes).
 """
 
 from __future__ import annotations
@@ -44,6 +46,76 @@ class Detections:
     scores: np.ndarray
     masks: np.ndarray
     features: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class PackedMasks:
+    """Masks float32[K, H, W] stored as the window of each that holds all its nonzero pixels (lossless).
+
+    S4Net's masks are 0 outside their box, so the windows are about the boxes: a few
+    percent of the full-image planes, which is what crosses a process boundary.
+
+    Attributes:
+        shape: (H, W) of the image.
+        windows: int64[K, 4] (y1, y2, x1, x2) of each mask's window (empty for an all-zero mask).
+        values: float32[sum of window areas] the windows' pixels, mask after mask, row-major.
+    """
+
+    shape: tuple[int, int]
+    windows: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def pack(cls, masks: torch.Tensor) -> "PackedMasks":
+        """Pack Tensor[K, H, W] (on any device; two transfers to the host in all)."""
+        count, height, width = masks.shape
+        if count == 0:
+            return cls((height, width), np.zeros((0, 4), dtype=np.int64), np.zeros(0, dtype=np.float32))
+        masks = masks.float()
+        nonzero = masks != 0
+        rows, cols = nonzero.any(dim=2), nonzero.any(dim=1)  # [K, H], [K, W]
+        span = torch.arange(1, height + 1, device=masks.device), torch.arange(1, width + 1, device=masks.device)
+        # the first and last nonzero row (column) of each mask: its window, empty when all is zero
+        y2 = (rows * span[0]).amax(dim=1)
+        y1 = torch.where(rows, span[0], height + 1).amin(dim=1) - 1
+        x2 = (cols * span[1]).amax(dim=1)
+        x1 = torch.where(cols, span[1], width + 1).amin(dim=1) - 1
+        windows = torch.stack([y1.clamp(max=height), y2, x1.clamp(max=width), x2], dim=1)
+        windows[y2 == 0] = 0
+        windows_np = windows.cpu().numpy().astype(np.int64)
+        crops = [masks[k, a:b, c:d].reshape(-1) for k, (a, b, c, d) in enumerate(windows_np.tolist())]
+        return cls((height, width), windows_np, torch.cat(crops).cpu().numpy())
+
+    def unpack(self) -> np.ndarray:
+        """float32[K, H, W]: the masks, bit for bit."""
+        masks = np.zeros((len(self.windows), *self.shape), dtype=np.float32)
+        start = 0
+        for k, (a, b, c, d) in enumerate(self.windows.tolist()):
+            size = (b - a) * (d - c)
+            masks[k, a:b, c:d] = self.values[start : start + size].reshape(b - a, d - c)
+            start += size
+        return masks
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed arrays."""
+        return self.windows.nbytes + self.values.nbytes
+
+
+@dataclass(frozen=True)
+class PackedDetections:
+    """:class:`Detections` with :class:`PackedMasks`: what :func:`run_detector` yields with ``packed=True``."""
+
+    key: Any
+    image: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    masks: PackedMasks
+    features: np.ndarray | None = None
+
+    def unpack(self) -> Detections:
+        """The :class:`Detections` these were packed from (masks restored bit for bit)."""
+        return Detections(self.key, self.image, self.boxes, self.scores, self.masks.unpack(), self.features)
 
 
 FEATURE_LEVELS = ("c3", "c4", "c5")
@@ -103,6 +175,16 @@ def _prefetch(pool: ThreadPoolExecutor, items: Iterable[tuple[Any, Path]],
         yield pending.popleft().result()
 
 
+def _to_device(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8[H, W, 3] -> float Tensor[3, H, W] in [0, 1] on ``device`` (the bytes cross as uint8, pinned for CUDA)."""
+    tensor = torch.from_numpy(np.require(image, requirements="W"))
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    else:
+        tensor = tensor.to(device)
+    return tensor.permute(2, 0, 1).float().div_(255.0)
+
+
 def run_detector(
     model: torch.nn.Module,
     items: Iterable[tuple[Any, Path]],
@@ -113,30 +195,33 @@ def run_detector(
     skipped: list[dict[str, Any]] | None = None,
     features: bool = False,
     desc: str = "s4net predict",
-) -> Iterator[Detections]:
+    packed: bool = False,
+    decode_workers: int = 2,
+) -> Iterator[Detections] | Iterator[PackedDetections]:
     """Yield :class:`Detections` for ``(key, path)`` items; unreadable images go to ``skipped``
     as ``{"key", "image" (the path), "reason"}``.
 
-    Images of a batch are decoded in parallel threads while the previous batch runs.
-    With ``features``, each detection also carries its mask-pooled backbone features.
+    Images are decoded by ``decode_workers`` threads, up to two batches ahead of the model.
+    With ``features``, each detection also carries its mask-pooled backbone features; with
+    ``packed``, :class:`PackedDetections` come out instead (masks packed on the device:
+    fewer bytes to the host and to other processes, the same values).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if decode_workers < 1:
+        raise ValueError(f"decode_workers={decode_workers} must be >= 1")
     model.eval()
     device = torch.device(device)
     bar = tqdm(total=total, disable=not progress, desc=desc, unit="img", dynamic_ncols=True)
     captured: list[dict[str, torch.Tensor]] = []
     hook = model.backbone.register_forward_hook(lambda _m, _i, out: captured.append(out)) if features else None
     try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:
             loaded = _prefetch(pool, items, 2 * batch_size)
             batch: list[tuple[Any, np.ndarray]] = []
 
-            def flush() -> Iterator[Detections]:
-                tensors = [
-                    torch.from_numpy(np.require(img, requirements="W")).to(device).permute(2, 0, 1).float().div_(255.0)
-                    for _, img in batch
-                ]
+            def flush() -> Iterator[Detections] | Iterator[PackedDetections]:
+                tensors = [_to_device(img, device) for _, img in batch]
                 captured.clear()
                 with torch.inference_mode():
                     outputs = model(tensors)
@@ -147,13 +232,16 @@ def run_detector(
                             mask_pooled_features({k: v[i] for k, v in levels.items()}, out["masks"][:, 0]).cpu().numpy()
                             for i, out in enumerate(outputs)
                         ]
-                for (key, img), out, feats in zip(batch, outputs, pooled, strict=True):
-                    yield Detections(
+                    masks = [PackedMasks.pack(out["masks"][:, 0]) if packed
+                             else out["masks"][:, 0].float().cpu().numpy() for out in outputs]
+                kind = PackedDetections if packed else Detections
+                for (key, img), out, feats, mask in zip(batch, outputs, pooled, masks, strict=True):
+                    yield kind(
                         key=key,
                         image=img,
                         boxes=out["boxes"].float().cpu().numpy(),
                         scores=out["scores"].float().cpu().numpy(),
-                        masks=out["masks"][:, 0].float().cpu().numpy(),
+                        masks=mask,
                         features=feats,
                     )
                 bar.update(len(batch))
