@@ -53,7 +53,9 @@ def _settings(args: argparse.Namespace):
     )
     proxy = ProxyConfig(foreground=args.foreground, background=args.background, border=args.border,
                         cam_threshold=args.cam_threshold)
-    return ProxyLabelSettings(cue=args.cue, assignment=assignment, proxy=proxy, crf=CRFConfig() if args.crf else None)
+    crf = CRFConfig(iterations=args.crf_iterations, scale=args.crf_scale) if args.crf else None
+    return ProxyLabelSettings(cue=args.cue, assignment=assignment, proxy=proxy, crf=crf,
+                              min_score=getattr(args, "min_score", None))
 
 
 def _device(name: str):
@@ -78,9 +80,11 @@ def _proxy_labels(args: argparse.Namespace) -> int:
         args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings,
         classifier_path=args.classifier, cam_path=args.cam, shard=shard, workers=args.workers,
         batch_size=args.batch_size, device=_device(args.device), overlays=args.overlays, progress=not args.quiet,
+        decode_workers=args.decode_threads,
     )
     print(
-        f"proxy labels ({summary['cue']}{', crf' if summary['crf'] else ''}) shard {shard.index}/{shard.count}: "
+        f"proxy labels ({summary['cue']}{', crf' if summary['crf'] else ''}) shard {shard.index}/{shard.count} "
+        f"on {summary['device']}: "
         f"{summary['written']} written, {summary['reused']} already done, {summary['skipped']} skipped; "
         f"{Path(args.out) / summary['manifest']}"
     )
@@ -249,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``wsss`` parser with one sub-parser per command."""
     from pipeline.cues import CUES
     from pipeline.cues.cam_config import CAM_BACKBONES, CamConfig
+    from pipeline.cues.crf import CRFConfig
     from pipeline.segmenter.config import ARCHITECTURES, SegmenterConfig
 
     c = CamConfig()
@@ -305,12 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
                             "(the saliency foreground of multi-keyword images split by class activation maps; "
                             "needs --cam)")
     proxy.add_argument("--crf", action="store_true", help="refine with a dense CRF (ignore stays ignore)")
+    proxy.add_argument("--crf-scale", type=positive_float, default=CRFConfig().scale,
+                       help="with --crf: run it at this fraction of the image's width and height, in (0, 1] "
+                            "(cheaper; bench/results/crf_knobs_cpu.json gives the mIoU it costs)")
+    proxy.add_argument("--crf-iterations", type=positive_int, default=CRFConfig().iterations,
+                       help="with --crf: mean-field steps")
+    proxy.add_argument("--min-score", type=float, default=None,
+                       help="S4Net's segmentation branch runs only for proposals scoring at least this; default: "
+                            "--score-threshold, which drops nothing the cue could keep (higher drops instances)")
     proxy.add_argument("--classifier", type=Path, default=None,
                        help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, "
                             "trained if missing)")
     proxy.add_argument("--cam", type=Path, default=None, help="CAM classifier for --cue cam_saliency (wsss train-cam)")
     proxy.add_argument("--shard", default="0/1", help="I/N: label only images whose position modulo N is I")
-    proxy.add_argument("--workers", type=positive_int, default=1, help="processes for CRF and writing")
+    proxy.add_argument("--workers", type=positive_int, default=1,
+                       help="processes for the cue, the CRF and the writing, overlapping the model's next batches "
+                            "(1: all in this process; labels are the same)")
+    proxy.add_argument("--decode-threads", type=positive_int, default=2, help="threads decoding images")
     proxy.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<image>.jpg")
     _add_cue_options(proxy)
     add_verbosity(proxy)

@@ -11,6 +11,14 @@ Output, under ``OUT``:
 The run is resumable: an image whose manifest line names an existing PNG with the
 same checksum, made with the same settings, is not redone. It streams: images are
 read, labelled and written batch by batch, so memory does not grow with their number.
+
+Three stages overlap: threads decode the next images, the model runs on its device
+(the segmentation branch only for proposals that can pass the cue's score threshold,
+:attr:`ProxyLabelSettings.min_score`), and ``workers`` processes run the cue, the CRF
+and the writing of earlier batches. Detections cross to the workers with their masks
+packed (:class:`~s4net.inference.PackedMasks`, lossless). The ``cam_saliency`` cue runs
+its CAM network on the device in the main process; its labels go to the workers for
+the CRF and the writing. Labels are the same whatever ``workers`` is.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,15 +39,15 @@ import numpy as np
 from pipeline.cues import CUES, make_cue
 from pipeline.cues.cam import load_cam
 from pipeline.cues.crf import CRFConfig, refine_labels
-from pipeline.cues.detections import subset_detections
 from pipeline.cues.instance_classifier import ClassifierConfig, fit_instance_classifier, load_classifier
 from pipeline.cues.keyword_assignment import AssignmentConfig
 from pipeline.cues.label_painting import ProxyConfig
-from pipeline.cues.result import CueResult
+from pipeline.cues.result import Cue, CueResult
 from pipeline.datasets.imagenet import ImageNetSubset, KeywordEntry
 from pipeline.datasets.voc import label_overlay, write_voc_label
 from pipeline.proxy_labels.manifest import Shard, file_sha256, is_done, label_relpath, pixel_counts, read_manifests
 from s4net.errors import InputError
+from s4net.inference import PackedDetections, run_detector
 from s4net.io.atomic import remove_stale_temporaries, write_json
 from s4net.io.images import save_image
 
@@ -47,47 +56,113 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProxyLabelSettings:
-    """Everything that decides a label's content (its fingerprint goes into each manifest line)."""
+    """Everything that decides a label's content (its fingerprint goes into each manifest line).
+
+    Attributes:
+        cue: one of :data:`pipeline.cues.CUES`.
+        assignment, proxy: the cue's thresholds.
+        crf: dense CRF refinement (None: none).
+        min_score: S4Net's segmentation branch runs only for proposals scoring at least this
+            (``S4Net.min_score``). None: the cue's own ``assignment.score_threshold``, which
+            drops nothing the cue could keep; above it, instances the cue would keep are lost.
+    """
 
     cue: str = "instances"
     assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     crf: CRFConfig | None = None
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
         if self.cue not in CUES:
             raise ValueError(f"unknown cue {self.cue!r}; expected one of {list(CUES)}")
+        if self.min_score is not None and not 0.0 <= self.min_score < 1.0:
+            raise ValueError(f"min_score={self.min_score} must be in [0, 1) (0 keeps every proposal)")
+
+    @property
+    def branch_min_score(self) -> float:
+        """The ``S4Net.min_score`` these settings run with (just under 1 when the score threshold is 1)."""
+        value = self.assignment.score_threshold if self.min_score is None else self.min_score
+        return min(value, math.nextafter(1.0, 0.0))
 
     def fingerprint(self, checkpoint_sha: str, classifier_sha: str | None) -> str:
-        text = json.dumps({"settings": asdict(self), "checkpoint": checkpoint_sha, "classifier": classifier_sha},
+        """16 hex digits naming the settings, the checkpoint and the cue's classifier.
+
+        Knobs at values that leave labels as they were are left out (a minimum score at or
+        below the score threshold, a CRF at full scale), so labels made before the knobs
+        existed still count as done.
+        """
+        settings = asdict(self)
+        if self.branch_min_score <= self.assignment.score_threshold:
+            del settings["min_score"]
+        else:
+            settings["min_score"] = self.branch_min_score
+        if self.crf is not None and self.crf.scale == 1.0:
+            del settings["crf"]["scale"]
+        text = json.dumps({"settings": settings, "checkpoint": checkpoint_sha, "classifier": classifier_sha},
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
-class _Pending:
-    """What a worker needs to finish one image (CRF if asked, PNG, overlay)."""
+class _Task:
+    """One image's work for :func:`_label_image`: its packed detections, or the cue's result already made."""
 
     entry: KeywordEntry
-    image: np.ndarray
-    result: CueResult
-    record: dict[str, Any]
+    size: list[int]
+    detections: PackedDetections | None = None
+    image: np.ndarray | None = None
+    result: CueResult | None = None
 
 
-def _finish(pending: _Pending, out: Path, crf: CRFConfig | None, overlays: bool) -> dict[str, Any]:
-    """Refine (optional), write the label PNG (atomic) and the overlay; return the manifest record."""
-    result = pending.result
+@dataclass(frozen=True)
+class _Finisher:
+    """What every task shares: the cue (None when results come made), the output, the CRF, overlays, fingerprint."""
+
+    cue: Cue | None
+    out: Path
+    crf: CRFConfig | None
+    overlays: bool
+    fingerprint: str
+
+
+def _label_image(task: _Task, finisher: _Finisher) -> dict[str, Any]:
+    """Run the cue (if not run yet), refine (optional), write the label PNG (atomic) and the overlay.
+
+    Returns the image's manifest record.
+    """
+    if task.result is None:
+        detections = task.detections.unpack()
+        image, result = detections.image, finisher.cue(detections, task.entry.keywords)
+    else:
+        image, result = task.image, task.result
     labels = result.labels
-    if crf is not None and result.probabilities is not None:
-        labels = refine_labels(pending.image, labels, result.probabilities, result.label_ids, crf)
-    relative = label_relpath(pending.entry.image)
-    path = out / "labels" / relative
+    if finisher.crf is not None and result.probabilities is not None:
+        labels = refine_labels(image, labels, result.probabilities, result.label_ids, finisher.crf)
+    relative = label_relpath(task.entry.image)
+    path = finisher.out / "labels" / relative
     write_voc_label(path, labels)
-    if overlays:
-        save_image(out / "overlays" / Path(relative).with_suffix(".jpg"), label_overlay(pending.image, labels))
-    record = dict(pending.record)
-    record.update(label=relative, class_pixels=pixel_counts(labels), sha256=file_sha256(path))
-    return record
+    if finisher.overlays:
+        save_image(finisher.out / "overlays" / Path(relative).with_suffix(".jpg"), label_overlay(image, labels))
+    return {"image": task.entry.image, "keywords": list(task.entry.keywords), "size": task.size, **result.record,
+            "settings": finisher.fingerprint, "label": relative, "class_pixels": pixel_counts(labels),
+            "sha256": file_sha256(path)}
+
+
+_WORKER_FINISHER: _Finisher | None = None
+
+
+def _start_worker(finisher: _Finisher) -> None:
+    """Pool initializer: one torch thread per worker (the workers are the parallelism), the shared state kept."""
+    import torch
+
+    global _WORKER_FINISHER
+    torch.set_num_threads(1)
+    _WORKER_FINISHER = finisher
+
+
+def _label_in_worker(task: _Task) -> dict[str, Any]:
+    return _label_image(task, _WORKER_FINISHER)
 
 
 def run_proxy_labels(
@@ -102,19 +177,27 @@ def run_proxy_labels(
     shard: Shard = Shard(),
     workers: int = 1,
     batch_size: int = 8,
-    device: str = "cpu",
+    device: str = "auto",
     overlays: bool = False,
     progress: bool = True,
+    decode_workers: int = 2,
 ) -> dict[str, Any]:
     """Write proxy labels for (a shard of) a keyword-tagged image set; returns a summary.
 
     The ``instances`` cue trains its instance classifier (saved at ``classifier_path``,
     default ``OUT/instance_classifier.pt``) when there are multi-keyword images and none is
     saved yet; the ``cam_saliency`` cue needs ``cam_path``, a classifier from ``wsss train-cam``.
+    ``workers`` processes (1: none, all in this process) run the cue, the CRF and the writing
+    while the model runs on ``device`` (``auto``: CUDA when available); ``decode_workers``
+    threads decode images.
     """
     from s4net.checkpoint import load_checkpoint
+    from s4net.engine import resolve_device
 
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be >= 1")
     out = Path(out)
+    device = resolve_device(str(device))
     subset = ImageNetSubset(images, keywords)
     model = load_checkpoint(checkpoint, map_location=device).for_inference()
     cam = None
@@ -130,6 +213,8 @@ def run_proxy_labels(
         log.info("removed %d temporary files left by a killed run", cleared)
     checkpoint_sha = file_sha256(checkpoint)
     classifier, classifier_sha = None, None
+    # the classifier learns from instances scoring at least the score threshold: none of them may be dropped
+    model.min_score = min(settings.branch_min_score, settings.assignment.score_threshold)
     needs_classifier = settings.cue == "instances" and any(len(e.keywords) > 1 for e in subset.entries)
     if needs_classifier:
         path = Path(classifier_path) if classifier_path else out / "instance_classifier.pt"
@@ -144,17 +229,53 @@ def run_proxy_labels(
         classifier_sha = file_sha256(cam_path)
     fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha)
     cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam)
+    model.min_score = settings.branch_min_score
     done = read_manifests(out)
     mine = [i for i in range(len(subset)) if i % shard.count == shard.index]
     todo = [i for i in mine if not is_done(done.get(subset.entries[i].image), out, fingerprint)]
     log.info("%d images in shard %d/%d, %d already done", len(mine), shard.index, shard.count, len(mine) - len(todo))
+    summary = {
+        "shard": [shard.index, shard.count],
+        "images": len(mine),
+        "reused": len(mine) - len(todo),
+        "cue": settings.cue,
+        "crf": settings.crf is not None,
+        "min_score": settings.branch_min_score,
+        "device": str(device),
+        "workers": workers,
+        "settings": fingerprint,
+        "checkpoint": str(checkpoint),
+        "manifest": shard.manifest_name,
+    }
+    counts = _label_images(model, subset, todo, cue, _Finisher(None if cam is not None else cue, out, settings.crf,
+                                                                overlays, fingerprint),
+                           out / shard.manifest_name, workers, batch_size, device, decode_workers, progress,
+                           f"proxy labels ({settings.cue})")
+    summary = {**summary, **counts}
+    write_json(out / shard.summary_name, summary, indent=2)
+    return summary
+
+
+def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue, finisher: _Finisher,
+                  manifest_path: Path, workers: int, batch_size: int, device: Any, decode_workers: int,
+                  progress: bool, desc: str) -> dict[str, int]:
+    """Label ``subset``'s images at ``todo``, appending their manifest lines in order; returns the counts.
+
+    With ``finisher.cue`` None, ``cue`` runs here (it holds a network on the device) and the
+    workers get its results; otherwise the workers run it on the packed detections.
+    """
     skipped: list[dict[str, str]] = []
     entries = {subset.entries[i].image: subset.entries[i] for i in todo}
     written = 0
-    manifest_path = out / shard.manifest_name
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    # in flight: enough to keep every worker busy while the next batch runs on the device, few enough for memory
+    ahead = 2 * workers + batch_size
+    pool = None
     in_flight: deque[Future] = deque()
     try:
+        if workers > 1:  # started before the decoding threads are, so no process is forked off a busy thread
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker, initargs=(finisher,))
+            for started in [pool.submit(os.getpid) for _ in range(workers)]:
+                started.result()
         with open(manifest_path, "a", encoding="utf-8") as manifest:
 
             def record_line(record: dict[str, Any]) -> None:
@@ -167,36 +288,24 @@ def run_proxy_labels(
                     record_line(in_flight.popleft().result())
                     written += 1
 
-            for det in subset_detections(model, subset, todo, batch_size, device, progress, skipped,
-                                         f"proxy labels ({settings.cue})"):
-                entry = entries[det.key]
-                result = cue(det, entry.keywords)
-                record = {"image": entry.image, "keywords": list(entry.keywords),
-                          "size": [det.image.shape[1], det.image.shape[0]], **result.record, "settings": fingerprint}
-                pending = _Pending(entry, det.image, result, record)
+            items = ((subset.entries[i].image, subset.image_path(i)) for i in todo)
+            for packed in run_detector(model, items, batch_size=batch_size, device=device, progress=progress,
+                                       total=len(todo), skipped=skipped, features=True, desc=desc, packed=True,
+                                       decode_workers=decode_workers):
+                entry = entries[packed.key]
+                task = _Task(entry, [packed.image.shape[1], packed.image.shape[0]], packed)
+                if finisher.cue is None:
+                    task = _Task(entry, task.size, None, packed.image, cue(packed.unpack(), entry.keywords))
                 if pool is None:
-                    record_line(_finish(pending, out, settings.crf, overlays))
+                    record_line(_label_image(task, finisher))
                     written += 1
                 else:
-                    in_flight.append(pool.submit(_finish, pending, out, settings.crf, overlays))
-                    drain(2 * workers)
+                    in_flight.append(pool.submit(_label_in_worker, task))
+                    drain(ahead)
             drain(0)
             for item in skipped:  # keyed by the table's own path: a link may point anywhere, or nowhere
                 record_line({"image": entries[item["key"]].image, "skipped": item["reason"]})
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    summary = {
-        "shard": [shard.index, shard.count],
-        "images": len(mine),
-        "written": written,
-        "reused": len(mine) - len(todo),
-        "skipped": len(skipped),
-        "cue": settings.cue,
-        "crf": settings.crf is not None,
-        "settings": fingerprint,
-        "checkpoint": str(checkpoint),
-        "manifest": manifest_path.name,
-    }
-    write_json(out / shard.summary_name, summary, indent=2)
-    return summary
+    return {"written": written, "skipped": len(skipped)}
