@@ -129,7 +129,8 @@ def _train_cam(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     path = train_cam(args.images, args.out, args.keywords, config, args.pretrained, args.device, args.checkpoint_every,
-                     args.log_every, progress=not args.quiet, workers=args.workers, sync_bn=args.sync_bn)
+                     args.log_every, progress=not args.quiet, workers=args.workers, sync_bn=args.sync_bn,
+                     compile=args.compile)
     if not _main_rank():
         return 0
     report = read_json(Path(args.out) / "report.json", "CAM training report")
@@ -162,7 +163,7 @@ def _train_segmenter(args: argparse.Namespace) -> int:
             model=SegmenterConfig(arch=args.arch, encoder=args.encoder), encoder_weights=args.encoder_weights,
             iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, crop=args.crop, scale=tuple(args.scale),
             seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-            workers=args.workers, deterministic=args.deterministic, sync_bn=args.sync_bn,
+            workers=args.workers, deterministic=args.deterministic, sync_bn=args.sync_bn, compile=args.compile,
         )
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
@@ -373,8 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     cam.add_argument("--checkpoint-every", type=int, default=200)
     cam.add_argument("--log-every", type=positive_int, default=20, help="iterations between metrics.jsonl lines")
-    cam.add_argument("--workers", type=int, default=0, help="data-loading processes (per process under torchrun)")
+    cam.add_argument("--workers", type=int, default=None,
+                     help="data-loading processes per process (default: 0 on CPU, a share of the cores on CUDA)")
     cam.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm over the global batch")
+    cam.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     add_verbosity(cam)
     cam.set_defaults(handler=_train_cam)
 
@@ -419,9 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     seg.add_argument("--checkpoint-every", type=int, default=200)
     seg.add_argument("--log-every", type=int, default=20, help="iterations between metrics.jsonl lines")
-    seg.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    seg.add_argument("--workers", type=int, default=None,
+                     help="data-loading processes per process (default: 0 on CPU, a share of the cores on CUDA)")
     seg.add_argument("--deterministic", action="store_true", help="torch's deterministic algorithms (GPU runs)")
     seg.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm over the global batch")
+    seg.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     add_verbosity(seg)
     seg.set_defaults(handler=_train_segmenter)
 
