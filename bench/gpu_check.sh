@@ -27,7 +27,7 @@
 # --size tiny shrinks every step to seconds (the CPU check of tests/test_gpu_check.py); full is the
 # GPU check above (the demo's "small" world, the paper's sizes for the benches).
 #
-# Output (DIR, default ./gpu_check_out):
+# Output (DIR, default ${TMPDIR:-/tmp}/gpu_check-DEVICE: outside the working tree, which a device run copies):
 #   summary.json    every step: name, command, exit status, seconds, time limit, status (passed, failed,
 #                   timed_out, skipped, not_run) and the parsed results of its bench or CLI (the bench
 #                   JSONs, pytest's counts, training and proxy-label summaries, the evaluation metrics);
@@ -68,7 +68,7 @@ set -u -o pipefail
 usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; }
 
 DEVICE=cuda
-OUT=gpu_check_out
+OUT=""
 SIZE=""
 BUDGET=""
 while (($#)); do
@@ -86,6 +86,7 @@ case "$DEVICE" in cuda|cpu) ;; *) echo "gpu_check: --device must be cuda or cpu,
 case "$SIZE" in tiny|full) ;; *) echo "gpu_check: --size must be tiny or full, not $SIZE" >&2; exit 2 ;; esac
 [[ -z "$BUDGET" ]] && { [[ "$DEVICE" == cpu ]] && BUDGET=1500 || BUDGET=480; }
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || { echo "gpu_check: --budget must be whole seconds" >&2; exit 2; }
+[[ -z "$OUT" ]] && OUT="${TMPDIR:-/tmp}/gpu_check-$DEVICE"
 
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd) || { echo "gpu_check: cannot make $OUT" >&2; exit 2; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
