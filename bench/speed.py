@@ -35,6 +35,7 @@ import contextlib
 import copy
 import json
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "speedup_vs_maskrcnn_at_least": TARGET_SPEEDUP_VS_MASKRCNN},
         "runs": [],
     }
+    if hasattr(os, "getloadavg"):  # other work on the machine shows here: the ratios hold better than the seconds
+        report["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
     if device.type == "cpu":
         try:
             report["cpu_bf16_supported"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
