@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
-from test_inference_precision import busy_model, grouped_like_whole_map, mixed_boxes
+from test_inference_precision import busy_model, fixed_boxes, grouped_like_whole_map, mixed_boxes
 
 from s4net.models import S4Net
 
@@ -34,16 +34,6 @@ def float32_math() -> Iterator[None]:
 def images() -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return [torch.rand(3, 96, 96, generator=generator), torch.rand(3, 72, 120, generator=generator)]
-
-
-def fixed_boxes(images: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Seeded boxes of every size inside each image (its own pixels)."""
-    boxes = []
-    for i, image in enumerate(images):
-        h, w = image.shape[-2:]
-        unit = mixed_boxes(10, 1000, seed=i) / 1000
-        boxes.append(unit * torch.tensor([w, h, w, h], dtype=torch.float32))
-    return boxes
 
 
 def on_cuda(model: S4Net) -> S4Net:
