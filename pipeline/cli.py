@@ -80,7 +80,7 @@ def _proxy_labels(args: argparse.Namespace) -> int:
         args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings,
         classifier_path=args.classifier, cam_path=args.cam, shard=shard, workers=args.workers,
         batch_size=args.batch_size, device=_device(args.device), overlays=args.overlays, progress=not args.quiet,
-        decode_workers=args.decode_threads,
+        decode_workers=args.decode_threads, amp=not args.no_amp,
     )
     print(
         f"proxy labels ({summary['cue']}{', crf' if summary['crf'] else ''}) shard {shard.index}/{shard.count} "
@@ -95,6 +95,7 @@ def _instance_classifier(args: argparse.Namespace) -> int:
     from pipeline.cues.instance_classifier import ClassifierConfig, fit_instance_classifier
     from pipeline.datasets.imagenet import ImageNetSubset
     from s4net.checkpoint import load_checkpoint
+    from s4net.inference import inference_autocast
 
     try:
         assignment = _settings(args).assignment
@@ -105,7 +106,7 @@ def _instance_classifier(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint, map_location=device).for_inference()
     subset = ImageNetSubset(args.images, args.keywords)
     _, report = fit_instance_classifier(model, subset, assignment, config, args.out, args.batch_size, device,
-                                        not args.quiet)
+                                        not args.quiet, autocast=inference_autocast(device, not args.no_amp))
     held = report["heldout_accuracy"]
     print(f"instance classifier: {report['instances']} instances of {len(report['classes_seen'])} classes, "
           f"train accuracy {report['train_accuracy']:.3f}, held-out {'n/a' if held is None else f'{held:.3f}'}; "
@@ -248,6 +249,9 @@ def _add_images_options(parser: argparse.ArgumentParser) -> None:
                         help="keyword CSV (image,keywords; paths relative to --images); default: from the wnid folders")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:k]")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="S4Net in float32 on CUDA (default: bfloat16 autocast where the GPU supports it, else "
+                             "float16; the CPU runs float32)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -185,6 +185,15 @@ def _to_device(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.permute(2, 0, 1).float().div_(255.0)
 
 
+def inference_autocast(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
+    """The autocast dtype inference runs in: on CUDA with ``amp``, bfloat16 where the GPU supports it, else
+    float16; otherwise None (float32). Boxes, scores and masks come out float32 either way."""
+    device = torch.device(device)
+    if device.type != "cuda" or not amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def run_detector(
     model: torch.nn.Module,
     items: Iterable[tuple[Any, Path]],
@@ -197,6 +206,7 @@ def run_detector(
     desc: str = "s4net predict",
     packed: bool = False,
     decode_workers: int = 2,
+    autocast: torch.dtype | None = None,
 ) -> Iterator[Detections] | Iterator[PackedDetections]:
     """Yield :class:`Detections` for ``(key, path)`` items; unreadable images go to ``skipped``
     as ``{"key", "image" (the path), "reason"}``.
@@ -204,7 +214,8 @@ def run_detector(
     Images are decoded by ``decode_workers`` threads, up to two batches ahead of the model.
     With ``features``, each detection also carries its mask-pooled backbone features; with
     ``packed``, :class:`PackedDetections` come out instead (masks packed on the device:
-    fewer bytes to the host and to other processes, the same values).
+    fewer bytes to the host and to other processes, the same values). ``autocast``: the dtype
+    the network runs in (None: float32; see :func:`inference_autocast`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -223,7 +234,8 @@ def run_detector(
             def flush() -> Iterator[Detections] | Iterator[PackedDetections]:
                 tensors = [_to_device(img, device) for _, img in batch]
                 captured.clear()
-                with torch.inference_mode():
+                with torch.inference_mode(), torch.autocast(device.type, dtype=autocast or torch.float32,
+                                                            enabled=autocast is not None):
                     outputs = model(tensors)
                     pooled = [None] * len(batch)
                     if features:
@@ -290,6 +302,7 @@ def predict_annotated(
     device: torch.device | str = "cpu",
     progress: bool = True,
     mask_threshold: float = 0.5,
+    autocast: torch.dtype | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the model over every image of a COCO json; returns (GT document, COCO results).
 
@@ -302,7 +315,8 @@ def predict_annotated(
     items = [(image_id, dataset.image_path(image_id)) for image_id in dataset.image_ids]
     skipped: list[dict[str, str]] = []
     results: list[dict[str, Any]] = []
-    for det in run_detector(model, items, batch_size, device, progress, total=len(items), skipped=skipped):
+    for det in run_detector(model, items, batch_size, device, progress, total=len(items), skipped=skipped,
+                            autocast=autocast):
         results.extend(coco_results(det.key, det, mask_threshold))
     if skipped:
         first = skipped[0]

@@ -262,3 +262,36 @@ def test_speed_bench_times_both_precisions_and_every_grouping(tmp_path: Path) ->
         assert all(row["images_per_s"] > 0 and row["speedup_vs_maskrcnn"] > 0 for row in s4)
     sweep = {row["windows"] for row in rows if row["model"] == "s4net segmentation branch"}
     assert {"exact windows (inference, grouping: cost)", "exact windows (inference, grouping: single)"} <= sweep
+
+
+def test_inference_runs_in_bfloat16_on_cuda_by_default_and_float32_elsewhere(monkeypatch) -> None:
+    from s4net.inference import inference_autocast
+
+    assert inference_autocast("cpu") is None and inference_autocast("cpu", amp=False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference_autocast("cuda:0") is torch.bfloat16
+    assert inference_autocast("cuda", amp=False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100
+    assert inference_autocast("cuda") is torch.float16
+
+
+def test_run_detector_under_autocast_yields_float32_detections(model: S4Net, tmp_path: Path) -> None:
+    """What ``predict`` and ``proxy-labels`` run on CUDA by default, here with CPU bfloat16 (the same code path)."""
+    from s4net.inference import run_detector
+    from s4net.io.images import save_image
+
+    path = tmp_path / "a.png"
+    save_image(path, (np.random.default_rng(0).random((80, 64, 3)) * 255).astype(np.uint8))
+    (det,) = run_detector(model, [("a", path)], progress=False, autocast=torch.bfloat16)
+    assert det.boxes.dtype == det.scores.dtype == det.masks.dtype == np.float32
+    assert det.masks.shape[1:] == (80, 64) and np.isfinite(det.masks).all()
+
+
+def test_the_precision_enters_the_proxy_labels_fingerprint_only_when_not_float32() -> None:
+    """Labels made in float32 before the option existed still count as done; bfloat16 labels are others."""
+    from pipeline.proxy_labels.runner import ProxyLabelSettings
+
+    settings = ProxyLabelSettings()
+    plain = settings.fingerprint("abc", None)
+    assert settings.fingerprint("abc", None, "float32") == plain
+    assert settings.fingerprint("abc", None, "bfloat16") != plain

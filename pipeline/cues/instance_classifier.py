@@ -179,14 +179,16 @@ def collect_training_instances(
 
 def fit_instance_classifier(
     model, subset: ImageNetSubset, assignment: AssignmentConfig, config: ClassifierConfig, out: Path,
-    batch_size: int = 8, device="cpu", progress: bool = True, max_per_class: int = 500,
+    batch_size: int = 8, device="cpu", progress: bool = True, max_per_class: int = 500, autocast=None,
 ) -> tuple[InstanceClassifier, dict]:
-    """Train the instance classifier on the single-keyword images of ``subset`` and save it to ``out``."""
+    """Train the instance classifier on the single-keyword images of ``subset`` and save it to ``out``
+    (``autocast``: the dtype S4Net runs in, None for float32)."""
     singles = [i for i, e in enumerate(subset.entries) if len(e.keywords) == 1]
     entries = {subset.entries[i].image: subset.entries[i] for i in singles}
     skipped: list[dict[str, str]] = []
     features, labels = collect_training_instances(
-        subset_detections(model, subset, singles, batch_size, device, progress, skipped, "classifier instances"),
+        subset_detections(model, subset, singles, batch_size, device, progress, skipped, "classifier instances",
+                          autocast),
         entries, assignment, max_per_class,
     )
     if len(labels) < 2:

@@ -47,7 +47,7 @@ from pipeline.datasets.imagenet import ImageNetSubset, KeywordEntry
 from pipeline.datasets.voc import label_overlay, write_voc_label
 from pipeline.proxy_labels.manifest import Shard, file_sha256, is_done, label_relpath, pixel_counts, read_manifests
 from s4net.errors import InputError
-from s4net.inference import PackedDetections, run_detector
+from s4net.inference import PackedDetections, inference_autocast, run_detector
 from s4net.io.atomic import remove_stale_temporaries, write_json
 from s4net.io.images import save_image
 
@@ -85,12 +85,13 @@ class ProxyLabelSettings:
         value = self.assignment.score_threshold if self.min_score is None else self.min_score
         return min(value, math.nextafter(1.0, 0.0))
 
-    def fingerprint(self, checkpoint_sha: str, classifier_sha: str | None) -> str:
-        """16 hex digits naming the settings, the checkpoint and the cue's classifier.
+    def fingerprint(self, checkpoint_sha: str, classifier_sha: str | None, precision: str = "float32") -> str:
+        """16 hex digits naming the settings, the checkpoint, the cue's classifier and the precision S4Net
+        ran in.
 
         Knobs at values that leave labels as they were are left out (a minimum score at or
-        below the score threshold, a CRF at full scale), so labels made before the knobs
-        existed still count as done.
+        below the score threshold, a CRF at full scale, float32), so labels made before the
+        knobs existed still count as done.
         """
         settings = asdict(self)
         if self.branch_min_score <= self.assignment.score_threshold:
@@ -99,8 +100,10 @@ class ProxyLabelSettings:
             settings["min_score"] = self.branch_min_score
         if self.crf is not None and self.crf.scale == 1.0:
             del settings["crf"]["scale"]
-        text = json.dumps({"settings": settings, "checkpoint": checkpoint_sha, "classifier": classifier_sha},
-                          sort_keys=True)
+        named = {"settings": settings, "checkpoint": checkpoint_sha, "classifier": classifier_sha}
+        if precision != "float32":
+            named["precision"] = precision
+        text = json.dumps(named, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -181,6 +184,7 @@ def run_proxy_labels(
     overlays: bool = False,
     progress: bool = True,
     decode_workers: int = 2,
+    amp: bool = True,
 ) -> dict[str, Any]:
     """Write proxy labels for (a shard of) a keyword-tagged image set; returns a summary.
 
@@ -189,7 +193,9 @@ def run_proxy_labels(
     saved yet; the ``cam_saliency`` cue needs ``cam_path``, a classifier from ``wsss train-cam``.
     ``workers`` processes (1: none, all in this process) run the cue, the CRF and the writing
     while the model runs on ``device`` (``auto``: CUDA when available); ``decode_workers``
-    threads decode images.
+    threads decode images. With ``amp`` S4Net runs under autocast on CUDA (bfloat16 where supported,
+    else float16; :func:`s4net.inference.inference_autocast`); the precision is part of the labels'
+    fingerprint.
     """
     from s4net.checkpoint import load_checkpoint
     from s4net.engine import resolve_device
@@ -198,6 +204,8 @@ def run_proxy_labels(
         raise ValueError(f"workers={workers} must be >= 1")
     out = Path(out)
     device = resolve_device(str(device))
+    autocast = inference_autocast(device, amp)
+    precision = str(autocast).removeprefix("torch.") if autocast else "float32"
     subset = ImageNetSubset(images, keywords)
     model = load_checkpoint(checkpoint, map_location=device).for_inference()
     cam = None
@@ -223,11 +231,11 @@ def run_proxy_labels(
             log.info("instance classifier %s (held-out accuracy %s)", path, report.get("heldout_accuracy"))
         else:
             classifier, report = fit_instance_classifier(model, subset, settings.assignment, classifier_config, path,
-                                                         batch_size, device, progress)
+                                                         batch_size, device, progress, autocast=autocast)
         classifier_sha = file_sha256(path)
     if cam is not None:
         classifier_sha = file_sha256(cam_path)
-    fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha)
+    fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha, precision)
     cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam)
     model.min_score = settings.branch_min_score
     done = read_manifests(out)
@@ -242,6 +250,7 @@ def run_proxy_labels(
         "crf": settings.crf is not None,
         "min_score": settings.branch_min_score,
         "device": str(device),
+        "precision": precision,
         "workers": workers,
         "settings": fingerprint,
         "checkpoint": str(checkpoint),
@@ -250,7 +259,7 @@ def run_proxy_labels(
     counts = _label_images(model, subset, todo, cue, _Finisher(None if cam is not None else cue, out, settings.crf,
                                                                 overlays, fingerprint),
                            out / shard.manifest_name, workers, batch_size, device, decode_workers, progress,
-                           f"proxy labels ({settings.cue})")
+                           f"proxy labels ({settings.cue})", autocast)
     summary = {**summary, **counts}
     write_json(out / shard.summary_name, summary, indent=2)
     return summary
@@ -258,7 +267,7 @@ def run_proxy_labels(
 
 def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue, finisher: _Finisher,
                   manifest_path: Path, workers: int, batch_size: int, device: Any, decode_workers: int,
-                  progress: bool, desc: str) -> dict[str, int]:
+                  progress: bool, desc: str, autocast: Any = None) -> dict[str, int]:
     """Label ``subset``'s images at ``todo``, appending their manifest lines in order; returns the counts.
 
     With ``finisher.cue`` None, ``cue`` runs here (it holds a network on the device) and the
@@ -291,7 +300,7 @@ def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue,
             items = ((subset.entries[i].image, subset.image_path(i)) for i in todo)
             for packed in run_detector(model, items, batch_size=batch_size, device=device, progress=progress,
                                        total=len(todo), skipped=skipped, features=True, desc=desc, packed=True,
-                                       decode_workers=decode_workers):
+                                       decode_workers=decode_workers, autocast=autocast):
                 entry = entries[packed.key]
                 task = _Task(entry, [packed.image.shape[1], packed.image.shape[0]], packed)
                 if finisher.cue is None:

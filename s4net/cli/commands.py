@@ -151,13 +151,14 @@ def _load_model(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace) -> int:
     from s4net.evaluation import evaluate_predictions
-    from s4net.inference import predict_annotated
+    from s4net.inference import inference_autocast, predict_annotated
     from s4net.io.atomic import write_json
 
     model, device = _load_model(args)
     start = time.perf_counter()
+    autocast = inference_autocast(device, not args.no_amp)
     document, results = predict_annotated(
-        model, args.annotations, args.images, args.batch_size, device, progress=not args.quiet
+        model, args.annotations, args.images, args.batch_size, device, progress=not args.quiet, autocast=autocast
     )
     seconds = time.perf_counter() - start
     if args.results is not None:
@@ -169,6 +170,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     # throughput of this evaluation: decoding included, at --batch-size, on --device (bench/speed.py times batch 1)
     metrics["images_per_s"] = len(document["images"]) / seconds if seconds > 0 else None
     metrics["batch_size"] = args.batch_size
+    metrics["precision"] = str(autocast).removeprefix("torch.") if autocast else "float32"
     write_json(args.out, metrics)
     shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
                       if k.startswith("mAP"))
@@ -177,7 +179,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from s4net.inference import coco_results, list_images, run_detector
+    from s4net.inference import coco_results, inference_autocast, list_images, run_detector
     from s4net.io.atomic import write_json
     from s4net.io.images import save_image
     from s4net.visualize import overlay_instances
@@ -190,7 +192,8 @@ def _predict(args: argparse.Namespace) -> int:
     entries, results, skipped = [], [], []
     ids = {path: index + 1 for index, path in enumerate(files)}
     items = [(path, path) for path in files]
-    for det in run_detector(model, items, args.batch_size, device, not args.quiet, total=len(files), skipped=skipped):
+    for det in run_detector(model, items, args.batch_size, device, not args.quiet, total=len(files), skipped=skipped,
+                            autocast=inference_autocast(device, not args.no_amp)):
         image_id = ids[det.key]
         height, width = det.image.shape[:2]
         entries.append({"id": image_id, "file_name": str(det.key), "width": width, "height": height})
@@ -220,6 +223,9 @@ def _add_inference(commands) -> None:
                               "for long runs")
         sub.add_argument("--deterministic", action="store_true",
                          help="on CUDA: cuDNN's deterministic algorithms, no autotuning (default: cudnn.benchmark)")
+        sub.add_argument("--no-amp", action="store_true",
+                         help="float32 on CUDA (default: bfloat16 autocast where the GPU supports it, else float16; "
+                              "the CPU runs float32)")
         add_verbosity(sub)
 
     evaluate = commands.add_parser(
