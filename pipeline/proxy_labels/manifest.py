@@ -105,6 +105,6 @@ def is_done(record: dict[str, Any] | None, out: Path, fingerprint: str) -> bool:
 
 def pixel_counts(labels: np.ndarray) -> dict[str, int]:
     """Pixels per label name (``ignore`` for 255), only those present."""
-    values, counts = np.unique(labels, return_counts=True)
-    return {("ignore" if v == IGNORE_INDEX else VOC_CLASSES[v]): int(c)
-            for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+    counts = np.bincount(np.asarray(labels, dtype=np.uint8).ravel(), minlength=256)
+    return {("ignore" if v == IGNORE_INDEX else VOC_CLASSES[v]): int(counts[v])
+            for v in np.flatnonzero(counts).tolist()}

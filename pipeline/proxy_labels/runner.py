@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.classes import voc_palette
 from pipeline.cues import CUES, make_cue
 from pipeline.cues.cam import load_cam
 from pipeline.cues.crf import CRFConfig, refine_labels
@@ -44,14 +45,15 @@ from pipeline.cues.keyword_assignment import AssignmentConfig
 from pipeline.cues.label_painting import ProxyConfig
 from pipeline.cues.result import Cue, CueResult
 from pipeline.datasets.imagenet import ImageNetSubset, KeywordEntry
-from pipeline.datasets.voc import label_overlay, write_voc_label
+from pipeline.datasets.voc import label_overlay
 from pipeline.proxy_labels.manifest import Shard, file_sha256, is_done, label_relpath, pixel_counts, read_manifests
 from s4net.errors import InputError
 from s4net.inference import PackedDetections, inference_autocast, run_detector
 from s4net.io.atomic import remove_stale_temporaries, write_json
-from s4net.io.images import save_image
+from s4net.io.images import save_image, save_label_png
 
 log = logging.getLogger(__name__)
+_VOC_PALETTE = voc_palette()
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,9 @@ def _label_image(task: _Task, finisher: _Finisher) -> dict[str, Any]:
         labels = refine_labels(image, labels, result.probabilities, result.label_ids, finisher.crf)
     relative = label_relpath(task.entry.image)
     path = finisher.out / "labels" / relative
-    write_voc_label(path, labels)
+    # write_voc_label's file, without its fsync and with the palette made once: a resumed run checks every
+    # label's sha256 against its manifest line, so a label a power cut spoiled is redone, not trusted
+    save_label_png(path, labels, _VOC_PALETTE, fsync=False)
     if finisher.overlays:
         save_image(finisher.out / "overlays" / Path(relative).with_suffix(".jpg"), label_overlay(image, labels))
     return {"image": task.entry.image, "keywords": list(task.entry.keywords), "size": task.size, **result.record,

@@ -226,15 +226,20 @@ def _rgb_to_indices(rgb: np.ndarray, palette: Sequence[int], path: Path) -> np.n
     return out
 
 
-def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette: Sequence[int]) -> None:
-    """Write ``uint8[H, W]`` indices as a palette PNG, atomically."""
+def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette: Sequence[int], fsync: bool = True) -> None:
+    """Write ``uint8[H, W]`` indices as a palette PNG, atomically.
+
+    ``fsync=False`` leaves out the flush to disk before the rename (still atomic against a
+    killed process, not against a power cut): for writers that check every file's checksum
+    when they resume, as proxy labels do.
+    """
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(f"labels must be uint8[H, W], got {labels.dtype}{list(labels.shape)}")
     image = Image.fromarray(labels, mode="P")
     flat = list(palette) + [0] * (768 - len(palette))
     image.putpalette(flat[:768])
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync=fsync) as tmp:
         image.save(tmp, format="PNG", optimize=False)
 
 
