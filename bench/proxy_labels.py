@@ -176,6 +176,14 @@ def run_child(name: str, images: Path, keywords: Path, args: argparse.Namespace,
             "gpu_utilisation": result["gpu_utilisation"]}
 
 
+def median_run(results: list[dict]) -> dict:
+    """One contender's rounds as one row: the median round's figures, every round's images/s beside them."""
+    ordered = sorted(results, key=lambda r: r["images_per_s"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["images_per_s_rounds"] = [r["images_per_s"] for r in results]
+    return row
+
+
 def _decode_rate(pool: Executor, files: list[Path]) -> float:
     from s4net.io.images import load_rgb
 
@@ -242,6 +250,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each contender")
     parser.add_argument("--workers", type=int, default=2, help="wsss proxy-labels --workers of the pooled runs")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the large-count contenders (median kept)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:k] or auto")
     parser.add_argument("--modes", nargs="+", choices=tuple(CONTENDERS), default=list(CONTENDERS),
                         help="contenders on the large count (proxy also runs the small)")
@@ -273,7 +282,11 @@ def main() -> int:
             fit_instance_classifier(load_checkpoint(args.checkpoint).for_inference(),
                                     ImageNetSubset(args.world / "imagenet", args.world / "imagenet" / "keywords.csv"),
                                     AssignmentConfig(), ClassifierConfig(), args.classifier, progress=False)
-        runs = {mode: run_child(mode, large_root, large_keywords, args, scratch) for mode in args.modes}
+        rounds: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+        for _ in range(args.repeats):  # contenders in turns, so drifts of the machine's load hit all alike
+            for mode in args.modes:
+                rounds[mode].append(run_child(mode, large_root, large_keywords, args, scratch))
+        runs = {mode: median_run(results) for mode, results in rounds.items()}
         proxy_small = run_child("proxy", small_root, small_keywords, args, scratch) if "proxy" in args.modes else None
         world_files = sorted((args.world / "imagenet" / "train").rglob("*.JPEG"))[:300]
         decode = {"world_images": decode_throughput(world_files, args.workers)}
@@ -289,11 +302,13 @@ def main() -> int:
         "load_average_at_end": os.getloadavg(),
         "threads": args.threads,
         "workers": args.workers,
+        "repeats": args.repeats,
         "batch_size": args.batch_size,
         "checkpoint": str(args.checkpoint),
         "checkpoint_note": args.checkpoint_note,
         "note": "each mode in its own process (model loading included in its seconds); the same images for all; "
-                "inference = S4Net with mask-pooled features over the images, nothing written; min_score "
+                "inference = S4Net with mask-pooled features over the images, nothing written; each large-count "
+                "contender run --repeats times in turns, the median round kept; min_score "
                 "'threshold' = the cue's score threshold (the wsss proxy-labels default), '0' = the full branch",
         "runs": list(runs.values()) + ([proxy_small] if proxy_small else []),
         "decode_images_per_s": decode,
