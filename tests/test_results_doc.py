@@ -78,3 +78,15 @@ def test_results_doc_table5_quotes_the_committed_demo_report() -> None:
     s4net = summary["s4net"]
     assert (f"mAP@0.5 {100 * s4net['mAP50']:.1f} and mAP@0.7 {100 * s4net['mAP70']:.1f} "
             f"({100 * s4net['mAP50_occluded']:.1f} / {100 * s4net['mAP70_occluded']:.1f}") in text
+
+
+def test_results_doc_bfloat16_rows_match_the_committed_bench_json() -> None:
+    """The CPU bfloat16 inference rows quote the JSON their command wrote."""
+    import json
+
+    text = (REPO / "docs" / "RESULTS.md").read_text()
+    runs = json.loads((REPO / "bench" / "results" / "speed_cpu_bf16.json").read_text())["runs"]
+    seconds = {(run["model"], run["precision"]): run["median_s"] for run in runs}
+    for model in ("s4net resnet50 [proposals: random-weight head]", "torchvision maskrcnn_resnet50_fpn"):
+        fp32, bf16 = seconds[(model, "fp32")], seconds[(model, "bf16")]
+        assert f"| {fp32:.3f} | {bf16:.3f} | {bf16 / fp32:.1f} |" in text, model
