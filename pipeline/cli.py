@@ -328,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "trained if missing)")
     proxy.add_argument("--cam", type=Path, default=None, help="CAM classifier for --cue cam_saliency (wsss train-cam)")
     proxy.add_argument("--shard", default="0/1", help="I/N: label only images whose position modulo N is I")
-    proxy.add_argument("--workers", type=positive_int, default=1,
+    proxy.add_argument("--workers", type=positive_int, default=None,
                        help="processes for the cue, the CRF and the writing, overlapping the model's next batches "
-                            "(1: all in this process; labels are the same)")
+                            "(1: all in this process; labels are the same; default: 1 on CPU, the cores less two "
+                            "on CUDA)")
     proxy.add_argument("--decode-threads", type=positive_int, default=2, help="threads decoding images")
     proxy.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<image>.jpg")
     _add_cue_options(proxy)

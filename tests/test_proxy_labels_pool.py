@@ -115,3 +115,12 @@ def test_fingerprint_holds_knobs_only_where_they_change_labels() -> None:
     assert ProxyLabelSettings(assignment=AssignmentConfig(score_threshold=1.0)).branch_min_score < 1.0
     with pytest.raises(ValueError, match="min_score"):
         ProxyLabelSettings(min_score=1.0)
+
+
+def test_the_pool_is_one_process_on_cpu_and_most_cores_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runner.proxy_workers(None, "cpu") == 1 and runner.proxy_workers(3, "cpu") == 3
+    for cores, expected in ((16, 14), (64, 16), (2, 1)):
+        monkeypatch.setattr(runner.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)), raising=False)
+        assert runner.proxy_workers(None, torch.device("cuda", 0)) == expected
+    with pytest.raises(ValueError, match="workers"):
+        runner.proxy_workers(0, "cpu")

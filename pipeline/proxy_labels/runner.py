@@ -172,6 +172,23 @@ def _label_in_worker(task: _Task) -> dict[str, Any]:
     return _label_image(task, _WORKER_FINISHER)
 
 
+def proxy_workers(requested: int | None, device: Any) -> int:
+    """Processes for the cue, the CRF and the writing: ``requested``, or for None 1 on CPU (measured on
+    2 cores: the pool slows the forward it shares them with more than it saves; bench/results/
+    proxy_labels_cpu.json) and, on CUDA, the host's cores less two (the model's thread, the decoding), at most 16.
+    """
+    import torch
+
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"workers={requested} must be >= 1")
+        return requested
+    if torch.device(device).type != "cuda":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(16, cores - 2))
+
+
 def run_proxy_labels(
     checkpoint: str | os.PathLike,
     images: str | os.PathLike,
@@ -182,7 +199,7 @@ def run_proxy_labels(
     classifier_config: ClassifierConfig = ClassifierConfig(),
     cam_path: str | os.PathLike | None = None,
     shard: Shard = Shard(),
-    workers: int = 1,
+    workers: int | None = None,
     batch_size: int = 8,
     device: str = "auto",
     overlays: bool = False,
@@ -195,8 +212,8 @@ def run_proxy_labels(
     The ``instances`` cue trains its instance classifier (saved at ``classifier_path``,
     default ``OUT/instance_classifier.pt``) when there are multi-keyword images and none is
     saved yet; the ``cam_saliency`` cue needs ``cam_path``, a classifier from ``wsss train-cam``.
-    ``workers`` processes (1: none, all in this process) run the cue, the CRF and the writing
-    while the model runs on ``device`` (``auto``: CUDA when available); ``decode_workers``
+    ``workers`` processes (1: none, all in this process; None: :func:`proxy_workers`) run the cue, the CRF
+    and the writing while the model runs on ``device`` (``auto``: CUDA when available); ``decode_workers``
     threads decode images. With ``amp`` S4Net runs under autocast on CUDA (bfloat16 where supported,
     else float16; :func:`s4net.inference.inference_autocast`); the precision is part of the labels'
     fingerprint.
@@ -204,10 +221,9 @@ def run_proxy_labels(
     from s4net.checkpoint import load_checkpoint
     from s4net.engine import resolve_device
 
-    if workers < 1:
-        raise ValueError(f"workers={workers} must be >= 1")
     out = Path(out)
     device = resolve_device(str(device))
+    workers = proxy_workers(workers, device)
     autocast = inference_autocast(device, amp)
     precision = str(autocast).removeprefix("torch.") if autocast else "float32"
     subset = ImageNetSubset(images, keywords)
