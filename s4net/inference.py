@@ -188,10 +188,10 @@ def _to_device(image: np.ndarray, device: torch.device) -> torch.Tensor:
 def inference_autocast(device: torch.device | str, amp: bool = True) -> torch.dtype | None:
     """The autocast dtype inference runs in: on CUDA with ``amp``, bfloat16 where the GPU supports it, else
     float16; otherwise None (float32). Boxes, scores and masks come out float32 either way."""
-    device = torch.device(device)
-    if device.type != "cuda" or not amp:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    from s4net.engine.loop import resolve_precision
+
+    # training's rule (the GradScaler it adds for float16 is no matter here), without the CPU's bfloat16 option
+    return resolve_precision(torch.device(device), amp, cpu_bf16=False).dtype
 
 
 def run_detector(

@@ -219,13 +219,13 @@ def run_proxy_labels(
     fingerprint.
     """
     from s4net.checkpoint import load_checkpoint
-    from s4net.engine import resolve_device
+    from s4net.engine import precision_name, resolve_device
 
     out = Path(out)
     device = resolve_device(str(device))
     workers = proxy_workers(workers, device)
     autocast = inference_autocast(device, amp)
-    precision = str(autocast).removeprefix("torch.") if autocast else "float32"
+    precision = precision_name(autocast)
     subset = ImageNetSubset(images, keywords)
     model = load_checkpoint(checkpoint, map_location=device).for_inference()
     cam = None

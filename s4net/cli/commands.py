@@ -150,6 +150,7 @@ def _load_model(args: argparse.Namespace):
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from s4net.engine import precision_name
     from s4net.evaluation import evaluate_predictions
     from s4net.inference import inference_autocast, predict_annotated
     from s4net.io.atomic import write_json
@@ -170,7 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     # throughput of this evaluation: decoding included, at --batch-size, on --device (bench/speed.py times batch 1)
     metrics["images_per_s"] = len(document["images"]) / seconds if seconds > 0 else None
     metrics["batch_size"] = args.batch_size
-    metrics["precision"] = str(autocast).removeprefix("torch.") if autocast else "float32"
+    metrics["precision"] = precision_name(autocast)
     write_json(args.out, metrics)
     shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
                       if k.startswith("mAP"))

@@ -21,6 +21,7 @@ from s4net.engine.loop import (
     Step,
     TrainingDiverged,
     TrainingTask,
+    precision_name,
     resolve_precision,
     run_training,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "TrainingTask",
     "World",
     "global_mean",
+    "precision_name",
     "resolve_precision",
     "run_training",
     "MetricsLog",

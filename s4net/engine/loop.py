@@ -76,6 +76,11 @@ class TrainingDiverged(TrainingStopped, RuntimeError):
     exit_status = 3
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``float32`` for None (no autocast), else the autocast dtype's name (``bfloat16``, ``float16``)."""
+    return {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
+
+
 @dataclass(frozen=True)
 class Precision:
     """How a step computes: autocast to ``dtype`` (None: float32 throughout), and whether a GradScaler runs."""
@@ -85,7 +90,7 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
+        return precision_name(self.dtype)
 
     def autocast(self, device: torch.device) -> torch.autocast:
         """Autocast to ``dtype`` on ``device`` (a no-op for float32)."""
