@@ -183,3 +183,18 @@ def test_deterministic_runs_get_deterministic_cublas_workspaces(monkeypatch) -> 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own choice stays
     with deterministic_algorithms(True):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_cudnn_autotuning_is_set_inside_the_block_and_restored_after() -> None:
+    from s4net.engine.devices import cudnn_autotuning
+
+    saved = torch.backends.cudnn.benchmark
+    try:
+        for outer in (False, True):
+            torch.backends.cudnn.benchmark = outer
+            for inner in (False, True):
+                with cudnn_autotuning(inner):
+                    assert torch.backends.cudnn.benchmark is inner
+                assert torch.backends.cudnn.benchmark is outer
+    finally:
+        torch.backends.cudnn.benchmark = saved

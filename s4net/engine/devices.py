@@ -67,11 +67,11 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 @contextlib.contextmanager
 def cudnn_autotuning(enabled: bool) -> Iterator[None]:
     """cuDNN's benchmark mode (it times the convolution algorithms for each new shape and keeps the fastest)
-    inside the block when ``enabled``; the caller's setting after it. Off for deterministic runs: the
-    algorithm it picks may differ from run to run."""
+    on or off inside the block, as ``enabled`` says; the caller's setting after it. Off for deterministic
+    runs (the algorithm it picks may differ from run to run) and for work whose shapes change with every
+    call (each new shape would be timed again). No effect off CUDA."""
     previous = torch.backends.cudnn.benchmark
-    if enabled:
-        torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = enabled
     try:
         yield
     finally:

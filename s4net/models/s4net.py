@@ -13,9 +13,8 @@ Runtime settings change no weight and are not stored in checkpoints: ``min_score
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from s4net.config import S4NetConfig
+from s4net.engine.devices import cudnn_autotuning
 from s4net.engine.distributed import global_mean
 from s4net.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from s4net.models.box_ops import AnchorGenerator, BoxCoder, Matcher
@@ -361,7 +361,7 @@ class S4Net(nn.Module):
                   for b, (h, w) in zip(boxes_per_image, original_sizes, strict=True)]
         if not len(boxes):
             return pasted
-        with _no_cudnn_autotuning(device):
+        with cudnn_autotuning(False):  # the branch's canvases change shape with every image; the dense part keeps it
             outputs = self.segment(features, boxes, image_index, exact=True)
         for out in outputs:
             probs = torch.softmax(out.logits.float(), dim=1)[:, 1:2]
@@ -409,16 +409,3 @@ class S4Net(nn.Module):
         self.eval()
         return self(images)
 
-
-@contextlib.contextmanager
-def _no_cudnn_autotuning(device: torch.device) -> Iterator[None]:
-    """``cudnn.benchmark`` off inside the block on CUDA: the branch's canvases change shape with every image, and
-    autotuning each new shape would cost more than it saves (the dense part, of fixed shape, keeps it)."""
-    if device.type != "cuda" or not torch.backends.cudnn.benchmark:
-        yield
-        return
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = True
