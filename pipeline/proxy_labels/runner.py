@@ -47,6 +47,7 @@ from pipeline.cues.result import Cue, CueResult
 from pipeline.datasets.imagenet import ImageNetSubset, KeywordEntry
 from pipeline.datasets.voc import label_overlay
 from pipeline.proxy_labels.manifest import Shard, file_sha256, is_done, label_relpath, pixel_counts, read_manifests
+from s4net.engine.devices import usable_cores
 from s4net.errors import InputError
 from s4net.inference import PackedDetections, inference_autocast, run_detector
 from s4net.io.atomic import remove_stale_temporaries, write_json
@@ -185,7 +186,7 @@ def proxy_workers(requested: int | None, device: Any) -> int:
         return requested
     if torch.device(device).type != "cuda":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return max(1, min(16, cores - 2))
 
 

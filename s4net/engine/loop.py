@@ -48,7 +48,7 @@ from torch import nn
 from tqdm import tqdm
 
 from s4net.engine.checkpoint_writer import CheckpointWriter, HostModel, host_copy
-from s4net.engine.devices import cudnn_autotuning, deterministic_algorithms, resolve_device
+from s4net.engine.devices import cudnn_autotuning, deterministic_algorithms, resolve_device, usable_cores
 from s4net.engine.distributed import (
     RankShare,
     World,
@@ -231,7 +231,7 @@ def loader_workers(requested: int | None, device: torch.device, world: World) ->
         return requested
     if device.type != "cuda":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))  # torchrun's ranks on this host
     return max(0, min(8, cores // max(1, local_ranks) - 1))
 
