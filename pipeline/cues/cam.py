@@ -30,6 +30,7 @@ from torch import nn
 from pipeline.classes import FOREGROUND_CLASSES
 from pipeline.cues.cam_config import CamConfig
 from pipeline.datasets.imagenet import ImageNetSubset
+from s4net.data.training import device_images
 from s4net.engine import LoopSettings, Step, global_mean, poly_factor, run_training
 from s4net.errors import InputError
 from s4net.io.atomic import write_json
@@ -165,7 +166,7 @@ def keyword_accuracy(model: CamNet, dataset: KeywordImages, indices: Sequence[in
     hits = 0
     for start in range(0, len(indices), batch_size):
         items = [dataset[(i, False)] for i in indices[start:start + batch_size]]
-        images = torch.stack([image for image, _ in items]).to(device).float().div_(255)
+        images = device_images(torch.stack([image for image, _ in items]), device)
         targets = torch.stack([target for _, target in items])
         logits, _ = model(normalise_imagenet(images))
         for scores, target in zip(logits.float().cpu(), targets, strict=True):
@@ -207,8 +208,8 @@ class CamTask:
         return poly_factor(iteration, self.cfg.iterations, 0.9)
 
     def losses(self, model: nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
-        images, targets = (t.to(step.device, non_blocking=True) for t in batch)
-        images = images.float().div_(255)
+        images, targets = batch
+        images, targets = device_images(images, step.device), targets.to(step.device, non_blocking=True)
         logits, _ = model(normalise_imagenet(images))
         total = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
         return {"loss": global_mean(total, targets.numel())}
