@@ -141,12 +141,27 @@ def _train_cam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _voc_tags(args: argparse.Namespace) -> int:
+    from pipeline.datasets.imagenet import write_keyword_table
+    from pipeline.datasets.voc_tags import voc_split_tags
+
+    tags = voc_split_tags(args.voc_root, args.split, args.ids, args.source, args.skip_difficult)
+    if not tags.entries:
+        raise InputError(args.voc_root, "no image of the split has a VOC class: nothing to tag")
+    write_keyword_table(args.out, tags.entries)
+    multi = sum(len(entry.keywords) > 1 for entry in tags.entries)
+    print(f"wrote {args.out}: {len(tags.entries)} images tagged from {tags.source} ({multi} with several classes)"
+          + (f"; {len(tags.untagged)} without any class left out, e.g. {tags.untagged[0]}" if tags.untagged else ""))
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
-    from pipeline.datasets.voc import read_voc_label
+    from pipeline.datasets.voc import read_id_list, read_voc_label
     from pipeline.segmenter.metrics import format_table, score_folders, summarise
     from s4net.io.atomic import write_json
 
-    matrix, counts = score_folders(args.pred, args.gt, read_voc_label)
+    ids = read_id_list(args.ids) if args.ids else None
+    matrix, counts = score_folders(args.pred, args.gt, read_voc_label, ids)
     summary = {**summarise(matrix), **counts, "pred": str(args.pred), "gt": str(args.gt), "confusion": matrix.tolist()}
     print(format_table(summary))
     if args.out:
@@ -299,6 +314,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_verbosity(keywords)
     keywords.set_defaults(handler=_keywords)
 
+    voc_tags = commands.add_parser(
+        "voc-tags",
+        help="image-level tags of a VOC split, as a keyword table for wsss proxy-labels",
+        description=(
+            "The field's pseudo-label protocol: tag each image of a VOC split with its classes, then run "
+            "`wsss proxy-labels --images VOC2012/JPEGImages --keywords TAGS` and `wsss score --gt "
+            "VOC2012/SegmentationClass --ids <split list>`. Tags come from Annotations/<id>.xml (every object "
+            "name; difficult objects count, as in the field's tag files) when every image has one, else from "
+            "SegmentationClass (the classes in the mask)."
+        ),
+    )
+    voc_tags.add_argument("--voc-root", type=Path, required=True, help="the VOC2012 folder")
+    voc_tags.add_argument("--split", default="train", help="ImageSets/Segmentation/<split>.txt (default train)")
+    voc_tags.add_argument("--ids", type=Path, default=None, help="an id list to use instead of the split's")
+    voc_tags.add_argument("--source", choices=("auto", "xml", "masks"), default="auto",
+                          help="auto: the XML when every image has one, else the masks")
+    voc_tags.add_argument("--skip-difficult", action="store_true", help="XML: leave out objects marked difficult")
+    voc_tags.add_argument("--out", type=Path, required=True, help="keyword CSV to write (image paths relative to "
+                                                                  "JPEGImages)")
+    add_verbosity(voc_tags)
+    voc_tags.set_defaults(handler=_voc_tags)
+
     proxy = commands.add_parser(
         "proxy-labels",
         help="S4Net cues -> keyword assignment -> proxy label PNGs + manifest",
@@ -392,12 +429,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Confusion matrix over the 21 VOC classes of PRED/<x>.png against GT/<x>.png for every ground truth "
             "(255 in GT is skipped; 255 in PRED counts as a miss; mIoU_labelled and coverage say how the labelled "
-            "part alone scores)."
+            "part alone scores, mIoU_ignore_as_background how the field scores pseudo labels: 255 as background). "
+            "Per class: IoU, precision and recall."
         ),
     )
     score.add_argument("--pred", type=Path, required=True, help="predicted (or proxy) label folder")
     score.add_argument("--gt", type=Path, required=True, help="ground-truth label folder")
     score.add_argument("--out", type=Path, default=None, help="also write the scores as json")
+    score.add_argument("--ids", type=Path, default=None,
+                       help="score only the ground truths of these ids (an ImageSets list, one id per line), e.g. "
+                            "VOC2012/ImageSets/Segmentation/train.txt against VOC2012/SegmentationClass")
     add_verbosity(score)
     score.set_defaults(handler=_score)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -49,39 +49,92 @@ def _mean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
+def as_background(matrix: np.ndarray) -> np.ndarray:
+    """:func:`confusion_matrix` with unlabelled (255) predictions counted as background.
+
+    This is how the field scores pseudo labels (IRN's ``eval_sem_seg`` sets 255 to 0
+    before scoring), so its numbers compare with published ones.
+    """
+    moved = matrix.copy()
+    moved[:, 0] += moved[:, -1]
+    moved[:, -1] = 0
+    return moved
+
+
+def precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float[classes] precision (of the pixels predicted as a class) and recall (of its target pixels).
+
+    Unlabelled predictions count against recall, not precision; NaN where undefined.
+    """
+    square = matrix[:, :-1].astype(np.float64)
+    true_positive = np.diag(square)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(square.sum(axis=0) > 0, true_positive / square.sum(axis=0), np.nan)
+        recall = np.where(matrix.sum(axis=1) > 0, true_positive / matrix.sum(axis=1), np.nan)
+    return precision, recall
+
+
+def _named(values: np.ndarray, names: Iterable[str]) -> dict[str, float | None]:
+    return {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, values, strict=True)}
+
+
 def summarise(matrix: np.ndarray, names: Iterable[str] = VOC_CLASSES) -> dict:
     """Scores from a :func:`confusion_matrix`.
 
     ``mIoU`` counts unlabelled (255) predictions as misses; ``mIoU_labelled`` scores
-    only the pixels the prediction labelled, and ``coverage`` says what share that is.
+    only the pixels the prediction labelled, and ``coverage`` says what share that is;
+    ``mIoU_ignore_as_background`` counts them as background, as the field scores pseudo
+    labels. Per class: IoU, precision and recall (the miss policy).
     """
+    names = tuple(names)
     iou = iou_from_confusion(matrix)
     labelled = np.concatenate([matrix[:, :-1], np.zeros_like(matrix[:, :1])], axis=1)
+    field = iou_from_confusion(as_background(matrix))
+    precision, recall = precision_recall(matrix)
     total = int(matrix.sum())
     return {
         "mIoU": _mean(iou),
-        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(names, iou, strict=True)},
+        "per_class_iou": _named(iou, names),
         "mIoU_labelled": _mean(iou_from_confusion(labelled)),
         "coverage": float(labelled.sum() / total) if total else float("nan"),
+        "mIoU_ignore_as_background": _mean(field),
+        "per_class_iou_ignore_as_background": _named(field, names),
+        "per_class_precision": _named(precision, names),
+        "per_class_recall": _named(recall, names),
+        "mean_precision": _mean(precision),
+        "mean_recall": _mean(recall),
         "pixel_accuracy": float(np.trace(matrix[:, :-1]) / total) if total else float("nan"),
         "pixels": total,
     }
 
 
 def format_table(summary: dict) -> str:
-    """The per-class IoU and the mIoU as a plain-text table."""
-    lines = [f"{'class':<14}{'IoU':>8}"]
+    """Per-class IoU (with precision and recall when scored) and the mIoU as a plain-text table."""
+    extra = "per_class_precision" in summary
+
+    def cell(value: float | None) -> str:
+        return f"{'-' if value is None else f'{100 * value:7.2f}':>8}"
+
+    lines = [f"{'class':<14}{'IoU':>8}" + (f"{'prec.':>8}{'recall':>8}" if extra else "")]
     for name, value in summary["per_class_iou"].items():
-        lines.append(f"{name:<14}{'-' if value is None else f'{100 * value:7.2f}':>8}")
-    lines.append(f"{'mIoU':<14}{100 * summary['mIoU']:>8.2f}")
+        row = f"{name:<14}{cell(value)}"
+        if extra:
+            row += cell(summary["per_class_precision"][name]) + cell(summary["per_class_recall"][name])
+        lines.append(row)
+    lines.append(f"{'mIoU':<14}{100 * summary['mIoU']:>8.2f}"
+                 + (f"{100 * summary['mean_precision']:>8.2f}{100 * summary['mean_recall']:>8.2f}" if extra else ""))
     if summary.get("coverage", 1.0) < 1.0:
         lines.append(f"{'(labelled)':<14}{100 * summary['mIoU_labelled']:>8.2f}  on {100 * summary['coverage']:.1f}% "
                      "of the pixels")
+        if "mIoU_ignore_as_background" in summary:
+            lines.append(f"{'(255 as bg)':<14}{100 * summary['mIoU_ignore_as_background']:>8.2f}  unlabelled pixels "
+                         "scored as background, as the field scores pseudo labels")
     return "\n".join(lines)
 
 
-def score_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, reader) -> tuple[np.ndarray, dict]:
-    """Confusion matrix of every ``GT/<id>.png`` against ``PRED/<id>.png``.
+def score_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, reader,
+                  ids: Sequence[str] | None = None) -> tuple[np.ndarray, dict]:
+    """Confusion matrix of every ``GT/<id>.png`` (or only those of ``ids``) against ``PRED/<id>.png``.
 
     ``reader(path) -> uint8[H, W]`` reads one label PNG. Ground truths without a
     prediction are an error naming them (a missing prediction would silently inflate
@@ -91,7 +144,13 @@ def score_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, reader
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise DatasetError(folder, "not a directory of label PNGs")
-    targets = sorted(gt_dir.rglob("*.png"))
+    if ids is None:
+        targets = sorted(gt_dir.rglob("*.png"))
+    else:
+        targets = [gt_dir / f"{image_id}.png" for image_id in ids]
+        absent = [t.name for t in targets if not t.is_file()]
+        if absent:
+            raise DatasetError(gt_dir, f"no ground truth for {len(absent)} listed ids, e.g. {absent[0]}")
     if not targets:
         raise DatasetError(gt_dir, "holds no .png labels")
     missing = [t.relative_to(gt_dir).as_posix() for t in targets if not (pred_dir / t.relative_to(gt_dir)).exists()]
