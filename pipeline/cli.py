@@ -155,6 +155,22 @@ def _voc_tags(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pseudo_label_table(args: argparse.Namespace) -> int:
+    from pipeline.reporting.pseudo_labels import pseudo_label_table
+    from s4net.io.atomic import atomic_write_text, write_json
+
+    scores = {name: read_json(path, "wsss score json") for name, path in named_pairs(args.scores, "--scores")}
+    page, summary = pseudo_label_table(scores, args.split, args.note)
+    atomic_write_text(args.out.with_suffix(".html"), page)
+    write_json(args.out.with_suffix(".json"), summary, indent=2)
+    for row in summary["rows"]:
+        field = row["mIoU_ignore_as_background"]
+        print(f"{row['title']:<40} mIoU {100 * row['mIoU']:5.1f} (255 as bg {100 * field:5.1f}) "
+              f"on {row['images']} images")
+    print(f"wrote {args.out.with_suffix('.html')} and .json")
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from pipeline.datasets.voc import read_id_list, read_voc_label
     from pipeline.segmenter.metrics import format_table, score_folders, summarise
@@ -231,6 +247,7 @@ def _report(args: argparse.Namespace) -> int:
         proxy_labels=named(args.proxy_labels, "--proxy-labels"), imagenet=args.imagenet,
         keywords=args.keywords, proxy_gt=args.proxy_gt, predictions=named(args.predictions, "--predictions"),
         voc_root=args.voc_root, split=args.split, benchmarks=args.benchmarks, samples=args.samples, seed=args.seed,
+        pseudo_label_table=args.pseudo_label_table,
     ))
     print(f"wrote {', '.join(summary['files'])} and summary.json to {args.out}")
     return 0
@@ -442,6 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_verbosity(score)
     score.set_defaults(handler=_score)
 
+    table = commands.add_parser(
+        "pseudo-label-table",
+        help="the VOC pseudo-label table: every labeller's wsss score beside the published anchors",
+        description="Write OUT.html (a table for the report) and OUT.json (its numbers) from wsss score's json "
+                    "per labeller; published pseudo-label mIoUs on VOC 2012 train stand beside them, with sources.",
+    )
+    table.add_argument("--scores", nargs="+", required=True, metavar="NAME=PATH",
+                       help="wsss score json per labeller (a cue, or cue+source for outside saliency maps)")
+    table.add_argument("--split", default="train", help="the VOC split the labels are of (for the title)")
+    table.add_argument("--note", default="", help="a sentence added under the table (e.g. what data it is)")
+    table.add_argument("--out", type=Path, required=True, help="OUT.html and OUT.json are written")
+    add_verbosity(table)
+    table.set_defaults(handler=_pseudo_label_table)
+
     seg = commands.add_parser(
         "train-segmenter",
         help="train DeepLab on proxy (or ground-truth) labels",
@@ -514,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--s4net-metrics", type=Path, required=True, help="s4net evaluate's json")
     report.add_argument("--segmenter", nargs="+", required=True, metavar="NAME=PATH",
                         help="wsss evaluate's json per source")
+    report.add_argument("--pseudo-label-table", type=Path, default=None,
+                        help="wsss pseudo-label-table's json: the VOC pseudo-label rows go into summary.json")
     report.add_argument("--proxy-scores", nargs="*", default=[], metavar="NAME=PATH", help="wsss score's json per cue")
     report.add_argument("--proxy-labels", nargs="*", default=[], metavar="NAME=DIR", help="proxy-label folder per cue")
     report.add_argument("--imagenet", type=Path, default=None, help="image root of the proxy labels")

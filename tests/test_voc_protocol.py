@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -134,3 +135,25 @@ def test_protocol_on_real_voc_images(realdata: Path, checkpoint: Path, tmp_path:
         labels = read_voc_label(out / "labels" / Path(image).with_suffix(".png"))
         present = set(np.unique(labels).tolist()) - {0, IGNORE_INDEX}
         assert present <= ({CLASS_INDEX[keywords[0]]} if len(keywords) == 1 else set()), image
+
+
+def test_pseudo_label_table_puts_each_labeller_beside_the_published_anchors(tmp_path: Path) -> None:
+    from pipeline.reporting.pseudo_labels import ANCHORS
+
+    target = np.array([[0, 0, 12, 12]], dtype=np.uint8)
+    scores = {"instances": summarise(confusion_matrix(np.array([[0, 0, 12, 255]], dtype=np.uint8), target)),
+              "saliency+oracle": summarise(confusion_matrix(target, target))}
+    paths = []
+    for name, summary in scores.items():
+        paths.append(f"{name}={tmp_path / (name + '.json')}")
+        (tmp_path / f"{name}.json").write_text(json.dumps({**summary, "images": 1}))
+    assert wsss_main(["pseudo-label-table", "--scores", *paths, "--out", str(tmp_path / "table"), "-q"]) == 0
+    table = json.loads((tmp_path / "table.json").read_text())
+    rows = {row["labeller"]: row for row in table["rows"]}
+    assert rows["instances"]["mIoU"] == pytest.approx((1 + 1 / 2) / 2)  # dog: 1 of 2 pixels, one left 255
+    assert rows["instances"]["mIoU_ignore_as_background"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert rows["saliency+oracle"]["mIoU"] == 1.0
+    page = (tmp_path / "table.html").read_text()
+    assert "saliency from oracle maps" in page and "S4Net instances (ours)" in page
+    for anchor in ANCHORS:
+        assert html.escape(anchor.method) in page and html.escape(anchor.source) in page

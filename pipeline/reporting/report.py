@@ -52,6 +52,7 @@ class ReportInputs:
     benchmarks: Path | None = None
     samples: int = 6
     seed: int = 0
+    pseudo_label_table: Path | None = None  # wsss pseudo-label-table's json (the VOC pseudo-label protocol)
 
 
 def html_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> str:
@@ -264,6 +265,12 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         "runtimes": runtimes,
         "files": written,
     }
+    if inputs.pseudo_label_table is not None:
+        table = read_json(inputs.pseudo_label_table, "pseudo-label table json")
+        keys = ("labeller", "images", "mIoU", "mIoU_ignore_as_background", "mIoU_labelled", "coverage",
+                "mean_precision", "mean_recall")
+        summary["voc_pseudo_labels"] = {"split": table["split"],
+                                        "rows": [{key: row.get(key) for key in keys} for row in table["rows"]]}
     write_json(out / "summary.json", summary, indent=2)
     log.info("report files in %s: %s", out, ", ".join(written))
     return summary
