@@ -23,29 +23,34 @@ log = logging.getLogger(__name__)
 STRIDE = 16  # DeepLab's output stride: inputs are padded to a multiple of it
 
 
+def _scale_views(model: torch.nn.Module, image: torch.Tensor, scale: float, flip: bool) -> torch.Tensor:
+    """Tensor[V, classes, H, W] softmax of the image at ``scale`` (V=2 with its flip), aligned and resized back.
+
+    The resized image is flipped before padding, so both views are padded on their own
+    right and bottom and cropped to the same pixels: aligned for any size.
+    """
+    height, width = image.shape[-2:]
+    h, w = max(STRIDE, round(height * scale)), max(STRIDE, round(width * scale))
+    resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != (height, width) \
+        else image
+    views = torch.cat([resized, resized.flip(-1)]) if flip else resized
+    batch = F.pad(normalise_imagenet(views), (0, (-w) % STRIDE, 0, (-h) % STRIDE))  # zero: the mean, normalised
+    probs = torch.softmax(model(batch)[..., :h, :w].float(), dim=1)
+    if flip:
+        probs = torch.stack([probs[0], probs[1].flip(-1)])
+    if (h, w) != (height, width):
+        probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+    return probs
+
+
 @torch.inference_mode()
 def predict_probabilities(model: torch.nn.Module, image: np.ndarray, device: torch.device,
                           scales: Sequence[float] = (1.0,), flip: bool = False) -> np.ndarray:
-    """float32[classes, H, W] softmax averaged over ``scales`` (and horizontal flips)."""
+    """float32[classes, H, W] softmax averaged over ``scales`` (and their horizontal flips, with ``flip``)."""
     if not scales or min(scales) <= 0:
         raise ValueError(f"test scales must be > 0, got {list(scales)}")
-    height, width = image.shape[:2]
     tensor = torch.from_numpy(np.array(image, order="C")).to(device).permute(2, 0, 1)[None].float().div_(255.0)
-    total = None
-    for scale in scales:
-        h, w = max(STRIDE, round(height * scale)), max(STRIDE, round(width * scale))
-        resized = (F.interpolate(tensor, size=(h, w), mode="bilinear", align_corners=False)
-                   if (h, w) != (height, width) else tensor)
-        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
-        batch = normalise_imagenet(resized)
-        batch = F.pad(batch, (0, pad_w, 0, pad_h))  # zero is the mean after normalising
-        views = torch.cat([batch, batch.flip(-1)]) if flip else batch
-        logits = model(views)[..., :h, :w]
-        if flip:
-            logits = torch.stack([logits[0], logits[1].flip(-1)])
-        probs = torch.softmax(logits.float(), dim=1).mean(0, keepdim=True)
-        probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)[0]
-        total = probs if total is None else total + probs
+    total = sum(_scale_views(model, tensor, scale, flip).mean(0) for scale in scales)
     return (total / len(scales)).cpu().numpy()
 
 
