@@ -207,17 +207,16 @@ def _train_segmenter(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.cues.crf import CRFConfig
-    from pipeline.segmenter.evaluate import evaluate_segmenter
-    from pipeline.segmenter.metrics import format_table
+    from pipeline.segmenter.evaluate import evaluate_segmenter, format_variants
     from s4net.io.atomic import write_json
 
     summary = evaluate_segmenter(
         args.checkpoint, args.voc_root, args.split, _device(args.device), tuple(args.scales), args.flip,
         CRFConfig() if args.crf else None, args.save_predictions, progress=not args.quiet,
     )
-    print(format_table(summary))
+    print(format_variants(summary))
     write_json(args.out, summary, indent=2)
-    print(f"{args.split}: mIoU {100 * summary['mIoU']:.2f} over {summary['images']} images; wrote {args.out}")
+    print(f"{args.split}: {summary['images']} images; wrote {args.out} (top level: {summary['primary']})")
     return 0
 
 
@@ -510,16 +509,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="mIoU of a segmenter on a VOC-layout split",
-        description="Confusion matrix over 21 classes (255 ignored), mIoU and per-class IoU as json and a table.",
+        description="Confusion matrix over 21 classes (255 ignored), mIoU and per-class IoU as json and a table. "
+                    "One pass scores the plain prediction (single-scale: scale 1, no flip) and, with --scales or "
+                    "--flip, the augmented one; with --crf also the CRF of each. The json's 'variants' holds each "
+                    "under its label (e.g. 'multi-scale (0.75, 1, 1.25) + flip + CRF'); its top level is the "
+                    "variant with every option given ('primary'), whose labels --save-predictions writes.",
     )
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="segmenter checkpoint (model_final.pt)")
     evaluate.add_argument("--voc-root", type=Path, required=True, help="the VOC2012 folder")
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--out", type=Path, required=True, help="metrics json to write")
-    evaluate.add_argument("--flip", action="store_true", help="average with the flipped image")
-    evaluate.add_argument("--scales", type=positive_float, nargs="+", default=[1.0], help="test scales to average")
-    evaluate.add_argument("--crf", action="store_true", help="dense CRF on the predicted probabilities")
-    evaluate.add_argument("--save-predictions", type=Path, default=None, help="also write predicted label PNGs here")
+    evaluate.add_argument("--flip", action="store_true", help="also average each scale with its horizontal flip")
+    evaluate.add_argument("--scales", type=positive_float, nargs="+", default=[1.0],
+                          help="test scales whose softmax is averaged (e.g. 0.75 1 1.25)")
+    evaluate.add_argument("--crf", action="store_true",
+                          help="also score a dense CRF of each variant's predicted probabilities")
+    evaluate.add_argument("--save-predictions", type=Path, default=None,
+                          help="also write the primary variant's predicted label PNGs here")
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:k]")
     add_verbosity(evaluate)
     evaluate.set_defaults(handler=_evaluate)

@@ -8,12 +8,27 @@ Image sizes are deliberately not multiples of the output stride (16).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pipeline.segmenter.evaluate import STRIDE, predict_probabilities
+from pipeline.cli import main as wsss_main
+from pipeline.cues.crf import CRFConfig
+from pipeline.datasets.voc import VOCSegmentation, read_voc_label, write_voc_label
+from pipeline.segmenter import evaluate
+from pipeline.segmenter.evaluate import (
+    STRIDE,
+    TestTimeAugmentation,
+    evaluate_model,
+    predict_probabilities,
+    predict_variants,
+)
+from pipeline.segmenter.metrics import confusion_matrix
+from pipeline.segmenter.model import SegmenterConfig
 from s4net.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 # class index -> RGB of its blocks; every other class is never predicted
@@ -70,3 +85,110 @@ def test_flip_is_aligned_for_every_size(height: int, width: int) -> None:
         f"{width}x{height} (padding {(-width) % STRIDE} columns): flip moves probabilities by up to "
         f"{worst.max():.3f}, in columns {np.flatnonzero(worst.max(axis=0) > 1e-5).tolist()}")
     assert (flipped.argmax(0) == label).all()
+
+
+def near_boundary(label: np.ndarray, radius: int) -> np.ndarray:
+    """bool[H, W]: pixels within ``radius`` (Chebyshev) of a pixel of another label."""
+    height, width = label.shape
+    padded = np.pad(label, radius, mode="edge")
+    near = np.zeros(label.shape, dtype=bool)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            near |= padded[dy: dy + height, dx: dx + width] != label
+    return near
+
+
+@pytest.mark.parametrize("height, width", [(45, 77), (37, 130)])
+@pytest.mark.parametrize("flip", [False, True])
+def test_scales_are_aligned_and_agree_on_flat_regions(height: int, width: int, flip: bool) -> None:
+    image, label = blocks(height, width)
+    model = NearestColour().eval()
+    plain = predict_probabilities(model, image, torch.device("cpu"))
+    tta = TestTimeAugmentation((0.75, 1.25), flip)
+    same_plain, augmented = predict_variants(model, image, torch.device("cpu"), tta)
+    assert augmented is not None and np.allclose(same_plain, plain, atol=1e-6)  # scale 1 computed when not asked
+    # resizing mixes colours only within a few pixels of a block edge: everywhere else every scale and flip
+    # sees the same flat colour, and a view shifted by padding or rounding would not
+    flat = ~near_boundary(label, 3)
+    assert flat.mean() > 0.6
+    worst = np.abs(augmented - plain).max(axis=0)
+    assert worst[flat].max() <= 1e-4, f"scales move flat-region probabilities by {worst[flat].max():.3f}"
+    wrong = augmented.argmax(0) != label
+    assert not wrong[flat].any() and wrong.sum() <= near_boundary(label, 1).sum()
+
+
+class NoisyColour(NearestColour):
+    """:class:`NearestColour`, unsure, plus fixed Gaussian noise on the logits: some pixels wrong, scattered."""
+
+    def __init__(self, noise: float = 1.0) -> None:
+        super().__init__(sharpness=0.1)
+        self.noise = noise
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(batch)
+        generator = torch.Generator().manual_seed(0)
+        return logits + self.noise * torch.randn(logits.shape, generator=generator)
+
+
+def write_voc(root: Path, samples: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """A VOC2012-layout folder (PNG images, lossless) whose val split holds ``samples``: id -> (image, label)."""
+    from PIL import Image
+
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for image_id, (image, label) in samples.items():
+        Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.png")
+        write_voc_label(root / "SegmentationClass" / f"{image_id}.png", label)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(f"{i}\n" for i in samples))
+    return root
+
+
+def test_crf_keeps_a_perfect_prediction_and_cleans_a_noisy_one(tmp_path: Path) -> None:
+    voc = VOCSegmentation(write_voc(tmp_path / "VOC2012", {"a": blocks(45, 77), "b": blocks(37, 53)}), "val")
+    perfect = evaluate_model(NearestColour().eval(), voc, crf=CRFConfig())
+    assert perfect["primary"] == "single-scale + CRF" and set(perfect["variants"]) == {"single-scale",
+                                                                                       "single-scale + CRF"}
+    assert perfect["variants"]["single-scale"]["mIoU"] == 1.0 and perfect["mIoU"] == 1.0
+    noisy = evaluate_model(NoisyColour().eval(), voc, crf=CRFConfig())
+    assert noisy["variants"]["single-scale"]["mIoU"] < 0.8  # about a third of the pixels wrong
+    assert noisy["variants"]["single-scale + CRF"]["mIoU"] == 1.0 == noisy["mIoU"]
+    assert noisy["variants"]["single-scale + CRF"]["crf"] and not noisy["variants"]["single-scale"]["crf"]
+
+
+def test_cli_writes_every_variant_labelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    samples = {"a": blocks(45, 77), "b": blocks(37, 53)}
+    root = write_voc(tmp_path / "VOC2012", samples)
+    monkeypatch.setattr(evaluate, "load_segmenter", lambda path, map_location: (NearestColour().eval(),
+                                                                                SegmenterConfig()))
+    out = tmp_path / "val_metrics.json"
+    code = wsss_main(["evaluate", "--checkpoint", str(tmp_path / "model_final.pt"), "--voc-root", str(root),
+                      "--out", str(out), "--scales", "0.75", "1", "1.25", "--flip", "--crf", "--device", "cpu",
+                      "--save-predictions", str(tmp_path / "pred"), "-q"])
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    augmented = "multi-scale (0.75, 1, 1.25) + flip"
+    assert list(metrics["variants"]) == ["single-scale", augmented, "single-scale + CRF", f"{augmented} + CRF"]
+    assert metrics["primary"] == f"{augmented} + CRF"
+    assert (metrics["variants"][augmented]["scales"], metrics["variants"][augmented]["flip"],
+            metrics["variants"][augmented]["crf"]) == ([0.75, 1.0, 1.25], True, False)
+    assert metrics["variants"]["single-scale"]["mIoU"] == 1.0
+    assert set(metrics["variants"]["single-scale"]["per_class_iou"].values()) == {1.0, None}
+    boundary = sum(near_boundary(label, 1).sum() for _, label in samples.values())
+    pixels = sum(label.size for _, label in samples.values())
+    assert 1 - boundary / pixels < metrics["variants"][augmented]["pixel_accuracy"] <= 1.0
+    # the top level is the primary variant, as before the variants existed
+    for key in ("mIoU", "per_class_iou", "scales", "flip", "crf"):
+        assert metrics[key] == metrics["variants"][metrics["primary"]][key]
+    assert (metrics["images"], metrics["split"]) == (2, "val")
+    predicted = {p.stem: read_voc_label(p) for p in (tmp_path / "pred").glob("*.png")}
+    assert set(predicted) == {"a", "b"}
+    primary = np.zeros((21, 22), dtype=np.int64)
+    for image_id, (_, label) in samples.items():
+        primary += confusion_matrix(predicted[image_id], label)
+    assert primary.tolist() == metrics["confusion"]  # the saved PNGs are the primary variant's
+    printed = capsys.readouterr().out
+    for label in metrics["variants"]:
+        assert label in printed
+    assert "single-scale: mIoU 100.00" in printed
+

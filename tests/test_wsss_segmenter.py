@@ -148,7 +148,10 @@ def test_cli_trains_and_evaluates_on_voc_layout(tiny_world: Path, tmp_path: Path
                       "-q"])
     assert code == 0
     summary = json.loads((tmp_path / "val.json").read_text())
-    assert summary["images"] == 16 and 0.0 <= summary["mIoU"] <= 1.0 and len(summary["per_class_iou"]) == 21
+    assert summary["images"] == 16 and len(summary["per_class_iou"]) == 21
+    assert list(summary["variants"]) == ["single-scale", "single-scale + flip"]  # scored apart, labelled
+    assert summary["primary"] == "single-scale + flip" and summary["flip"] and summary["scales"] == [1.0]
+    assert summary["mIoU"] == summary["variants"]["single-scale + flip"]["mIoU"]
     assert len(list((tmp_path / "pred").glob("*.png"))) == 16
     code = wsss_main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(voc / "SegmentationClass"),
                       "--out", str(tmp_path / "score.json")])
