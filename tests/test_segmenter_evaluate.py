@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.classes import IGNORE_INDEX
 from pipeline.cli import main as wsss_main
 from pipeline.cues.crf import CRFConfig
 from pipeline.datasets.voc import VOCSegmentation, read_voc_label, write_voc_label
@@ -192,3 +193,32 @@ def test_cli_writes_every_variant_labelled(tmp_path: Path, monkeypatch: pytest.M
         assert label in printed
     assert "single-scale: mIoU 100.00" in printed
 
+
+def test_score_prints_and_writes_the_known_confusion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt = np.zeros((4, 6), dtype=np.uint8)
+    gt[:, 3:] = 1
+    gt[0, 0] = IGNORE_INDEX
+    pred = gt.copy()
+    pred[0, 0] = 1  # ignored in the ground truth: not counted
+    pred[1, 2] = 1  # background taken for aeroplane
+    pred[2, 3] = IGNORE_INDEX  # aeroplane left unlabelled: a miss that counts for no class
+    write_voc_label(tmp_path / "gt" / "x.png", gt)
+    write_voc_label(tmp_path / "pred" / "x.png", pred)
+    write_voc_label(tmp_path / "pred" / "extra.png", pred)  # no ground truth: counted, not scored
+    code = wsss_main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                      "--out", str(tmp_path / "score.json")])
+    assert code == 0
+    scores = json.loads((tmp_path / "score.json").read_text())
+    # background: 10 right of 11, plus 0 false positives -> 10/11; aeroplane: 11 of 12, plus 1 -> 11/13
+    assert scores["per_class_iou"]["background"] == pytest.approx(10 / 11)
+    assert scores["per_class_iou"]["aeroplane"] == pytest.approx(11 / 13)
+    assert [v for k, v in scores["per_class_iou"].items() if k not in ("background", "aeroplane")] == [None] * 19
+    assert scores["mIoU"] == pytest.approx((10 / 11 + 11 / 13) / 2)
+    assert scores["mIoU_labelled"] == pytest.approx((10 / 11 + 11 / 12) / 2)
+    assert scores["coverage"] == pytest.approx(22 / 23) and scores["pixels"] == 23
+    assert (scores["images"], scores["predictions_without_ground_truth"]) == (1, 1)
+    assert scores["confusion"][0][:2] == [10, 1] and scores["confusion"][1][:2] == [0, 11]
+    assert scores["confusion"][1][21] == 1
+    printed = capsys.readouterr().out
+    assert "background       90.91" in printed and "aeroplane        84.62" in printed
+    assert "mIoU             87.76" in printed and "(labelled)       91.29  on 95.7% of the pixels" in printed
