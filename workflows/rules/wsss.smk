@@ -145,7 +145,7 @@ rule train_segmenter:
 
 
 rule evaluate_segmenter:
-    """mIoU on the VOC val split (and the predicted label PNGs, for the report's overlays)."""
+    """mIoU on the VOC val split, plain and with wsss.evaluation's augmentation (and the primary's label PNGs)."""
     input:
         data_input("voc_root"),
         checkpoint=rules.train_segmenter.output.checkpoint,
@@ -162,13 +162,18 @@ rule evaluate_segmenter:
         voc=DATA["voc_root"],
         split=DATA["val_split"],
         device=DEVICE,
+        augmentation=" ".join(
+            ["--scales"] + [str(scale) for scale in WSSS["evaluation"]["scales"]]
+            + (["--flip"] if WSSS["evaluation"]["flip"] else []) + (["--crf"] if WSSS["evaluation"]["crf"] else [])
+        ),
     threads: JOBS["evaluate_segmenter"]["threads"]
     resources:
         **job_resources("evaluate_segmenter", gpus="single"),
     shell:
         launch_single("evaluate_segmenter")
         + "wsss evaluate --checkpoint {input.checkpoint:q} --voc-root {params.voc:q} --split {params.split} "
-        "--save-predictions {output.predictions:q} --device {params.device} --out {output.metrics:q} --quiet > {log:q} 2>&1"
+        "{params.augmentation} --save-predictions {output.predictions:q} --device {params.device} "
+        "--out {output.metrics:q} --quiet > {log:q} 2>&1"
 
 
 rule score_proxy_labels:
