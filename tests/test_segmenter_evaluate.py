@@ -222,3 +222,22 @@ def test_score_prints_and_writes_the_known_confusion(tmp_path: Path, capsys: pyt
     printed = capsys.readouterr().out
     assert "background       90.91" in printed and "aeroplane        84.62" in printed
     assert "mIoU             87.76" in printed and "(labelled)       91.29  on 95.7% of the pixels" in printed
+
+
+def test_report_labels_each_variant(tmp_path: Path) -> None:
+    from pipeline.classes import VOC_CLASSES
+    from pipeline.reporting.report import miou_columns, miou_rows, segmenter_variants
+
+    def scores(miou: float, **settings: object) -> dict:
+        return {"mIoU": miou, "per_class_iou": dict.fromkeys(VOC_CLASSES, miou), **settings}
+
+    plain, augmented = "single-scale", "multi-scale (0.75, 1, 1.25) + flip"
+    new = {**scores(0.6), "primary": augmented,
+           "variants": {plain: scores(0.5, scales=[1.0], flip=False), augmented: scores(0.6, scales=[0.75, 1, 1.25],
+                                                                                         flip=True)}}
+    old = scores(0.7, scales=[1.0], flip=True, crf=False)  # written before the variants: its one result, labelled
+    assert list(segmenter_variants(old)) == ["single-scale + flip"]
+    segmenters = {"instances": new, "ground_truth": old}
+    assert miou_columns(segmenters) == [plain, augmented, "single-scale + flip"]
+    assert miou_rows(segmenters, {}) == [["S4Net instances (ours)", "50.0", "60.0", "n/a", "0.857", "n/a"],
+                                         ["ground truth (fully supervised)", "n/a", "n/a", "70.0", "1.000", "n/a"]]

@@ -80,14 +80,42 @@ def s4net_table(metrics: dict[str, Any]) -> str:
                       rows, note)
 
 
+def segmenter_variants(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Label -> scores of each variant in a ``wsss evaluate`` json (one without ``variants``: its one result)."""
+    if "variants" in metrics:
+        return metrics["variants"]
+    from pipeline.segmenter.evaluate import variant_label  # imports torch: only for jsons older than the variants
+
+    label = variant_label(metrics.get("scales", [1.0]), bool(metrics.get("flip")), bool(metrics.get("crf")))
+    return {label: metrics}
+
+
+def primary_label(metrics: dict[str, Any]) -> str:
+    """The label of the variant at the top level of a ``wsss evaluate`` json."""
+    return metrics.get("primary") or next(iter(segmenter_variants(metrics)))
+
+
+def miou_columns(segmenters: dict[str, dict[str, Any]]) -> list[str]:
+    """Every variant label of the segmenters, in the order first met (plain first, as wsss evaluate writes them)."""
+    labels: list[str] = []
+    for metrics in segmenters.values():
+        labels += [label for label in segmenter_variants(metrics) if label not in labels]
+    return labels
+
+
 def miou_rows(segmenters: dict[str, dict[str, Any]], proxies: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """One row per label source: VOC-val mIoU, share of the fully supervised mIoU, proxy-label mIoU."""
+    """One row per label source: VOC-val mIoU of each variant (:func:`miou_columns`), share of the fully supervised
+    mIoU (primary variants), proxy-label mIoU."""
     reference = segmenters.get("ground_truth", {}).get("mIoU")
+    columns = miou_columns(segmenters)
     rows = []
     for source, metrics in segmenters.items():
+        variants = segmenter_variants(metrics)
         share = f"{metrics['mIoU'] / reference:.3f}" if reference else "n/a"
         proxy = proxies.get(source, {}).get("mIoU")
-        rows.append([SOURCE_TITLES.get(source, source), _pct(metrics["mIoU"]), share, _pct(proxy)])
+        rows.append([SOURCE_TITLES.get(source, source),
+                     *[_pct(variants[label]["mIoU"]) if label in variants else "n/a" for label in columns],
+                     share, _pct(proxy)])
     return rows
 
 
@@ -102,7 +130,7 @@ def _pyplot() -> Any:
 
 
 def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
-    """PNG bytes: grouped bars of the per-class IoU of every label source."""
+    """PNG bytes: grouped bars of the per-class IoU of every label source (its primary variant, named in the legend)."""
     plt = _pyplot()
     classes = list(VOC_CLASSES)
     width = 0.8 / max(len(segmenters), 1)
@@ -110,7 +138,8 @@ def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
     for k, (source, metrics) in enumerate(segmenters.items()):
         values = [100 * (metrics["per_class_iou"].get(name) or 0.0) for name in classes]
         axis.bar(np.arange(len(classes)) + (k - (len(segmenters) - 1) / 2) * width, values, width,
-                 label=f"{SOURCE_TITLES.get(source, source)}: mIoU {_pct(metrics['mIoU'])}")
+                 label=f"{SOURCE_TITLES.get(source, source)}: mIoU {_pct(metrics['mIoU'])} "
+                       f"({primary_label(metrics)})")
     axis.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
     axis.set_ylabel("IoU (%)")
     axis.set_ylim(0, 118)  # room above the bars for the legend
@@ -233,12 +262,17 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
     out = Path(inputs.out)  # made only once the inputs have loaded
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "s4net_map.html", s4net_table(s4net))
-    note = ("mIoU over the whole split (one confusion matrix, 255 ignored). 'of full' is the share of the fully "
-            "supervised mIoU. Proxy-label mIoU scores the labels themselves against the ImageNet images' masks "
-            "(known only for the synthetic world; n/a elsewhere).")
+    primaries = sorted({primary_label(m) for m in segmenters.values()})
+    note = ("mIoU over the whole split (one confusion matrix, 255 ignored), one column per way of predicting: "
+            "single-scale is the plain prediction (scale 1, no flip); multi-scale averages the softmax over the "
+            "scales listed, '+ flip' with each one's horizontal flip, '+ CRF' after a dense CRF. 'of full' is the "
+            f"share of the fully supervised mIoU, of the {' / '.join(primaries)} column. Proxy-label mIoU scores "
+            "the labels themselves against the ImageNet images' masks (known only for the synthetic world; n/a "
+            "elsewhere).")
     atomic_write_text(out / "miou.html", html_table(
         f"Semantic segmentation on VOC {inputs.split}: mIoU (%) by label source",
-        ["trained on", "mIoU", "of full", "proxy-label mIoU"], miou_rows(segmenters, proxies), note))
+        ["trained on", *(f"mIoU {label}" for label in miou_columns(segmenters)), "of full", "proxy-label mIoU"],
+        miou_rows(segmenters, proxies), note))
     atomic_write_bytes(out / "per_class_iou.png", per_class_chart(segmenters))
     written = ["s4net_map.html", "miou.html", "per_class_iou.png"]
     for name, picture in (("proxy_overlays.png", proxy_overlays(inputs)),
@@ -258,7 +292,9 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         written += ["runtimes.png", "runtimes.html"]
     summary = {
         "s4net": {key: s4net.get(key) for key in ("mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded", "images")},
-        "segmenters": {source: {"mIoU": m["mIoU"], "per_class_iou": m["per_class_iou"], "images": m.get("images")}
+        "segmenters": {source: {"mIoU": m["mIoU"], "per_class_iou": m["per_class_iou"], "images": m.get("images"),
+                                "primary": primary_label(m),
+                                "variants": {label: v["mIoU"] for label, v in segmenter_variants(m).items()}}
                        for source, m in segmenters.items()},
         "proxy_labels": {cue: {key: p.get(key) for key in ("mIoU", "mIoU_labelled", "coverage", "images")}
                          for cue, p in proxies.items()},
