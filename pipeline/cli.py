@@ -246,7 +246,7 @@ def _report(args: argparse.Namespace) -> int:
         proxy_labels=named(args.proxy_labels, "--proxy-labels"), imagenet=args.imagenet,
         keywords=args.keywords, proxy_gt=args.proxy_gt, predictions=named(args.predictions, "--predictions"),
         voc_root=args.voc_root, split=args.split, benchmarks=args.benchmarks, samples=args.samples, seed=args.seed,
-        pseudo_label_table=args.pseudo_label_table,
+        pseudo_label_table=args.pseudo_label_table, code=args.code,
     ))
     print(f"wrote {', '.join(summary['files'])} and summary.json to {args.out}")
     return 0
@@ -551,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--s4net-metrics", type=Path, required=True, help="s4net evaluate's json")
     report.add_argument("--segmenter", nargs="+", required=True, metavar="NAME=PATH",
                         help="wsss evaluate's json per source")
+    report.add_argument("--code", type=Path, default=None,
+                        help="wsss provenance's code.json: summary.json records the commit its numbers come from")
     report.add_argument("--pseudo-label-table", type=Path, default=None,
                         help="wsss pseudo-label-table's json: the VOC pseudo-label rows go into summary.json")
     report.add_argument("--proxy-scores", nargs="*", default=[], metavar="NAME=PATH", help="wsss score's json per cue")

@@ -53,6 +53,7 @@ class ReportInputs:
     samples: int = 6
     seed: int = 0
     pseudo_label_table: Path | None = None  # wsss pseudo-label-table's json (the VOC pseudo-label protocol)
+    code: Path | None = None  # wsss provenance's code.json: the commit the run's numbers come from
 
 
 def html_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> str:
@@ -301,6 +302,8 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         "runtimes": runtimes,
         "files": written,
     }
+    if inputs.code is not None:
+        summary["code"] = read_json(inputs.code, "provenance code.json")
     if inputs.pseudo_label_table is not None:
         table = read_json(inputs.pseudo_label_table, "pseudo-label table json")
         keys = ("labeller", "images", "mIoU", "mIoU_ignore_as_background", "mIoU_labelled", "coverage",
