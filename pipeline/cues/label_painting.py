@@ -7,6 +7,8 @@
   class-agnostic saliency map, as saliency-map methods give. It can only name the
   foreground of a single-keyword image; with several keywords its foreground is ignore,
   unless class activation maps split it (the ``cam_saliency`` cue, "Att + Sal").
+  :func:`map_saliency_labels` applies the same rule to an outside saliency map cut at one
+  threshold; :func:`wsss_bed_labels` is WSSS-BED's fusion rule, for comparison.
 
 Both: background where every salient instance's probability is below
 ``background``; ignore (255) in between, on rejected instances, and on a band of
@@ -125,6 +127,26 @@ def instance_labels(
     return labels
 
 
+def _name_foreground(labels: np.ndarray, foreground: np.ndarray, image_keywords: Sequence[str], config: ProxyConfig,
+                     keyword_maps: np.ndarray | None) -> None:
+    """Paint ``foreground`` (bool[H, W]) in ``labels`` as the saliency cues do (in place): the keyword of a
+    single-keyword image; with several, the strongest of ``keyword_maps`` where it reaches
+    ``config.cam_threshold``; nothing (left as it is) otherwise."""
+    if len(image_keywords) == 1:
+        labels[foreground] = CLASS_INDEX[image_keywords[0]]
+    elif keyword_maps is not None:
+        _check_keyword_maps(keyword_maps, image_keywords, labels.shape)
+        classes = np.array([CLASS_INDEX[k] for k in image_keywords], dtype=np.uint8)
+        strongest = keyword_maps.argmax(axis=0)
+        named = foreground & (keyword_maps.max(axis=0) >= config.cam_threshold)
+        labels[named] = classes[strongest[named]]
+
+
+def _check_keyword_maps(keyword_maps: np.ndarray, image_keywords: Sequence[str], shape: tuple[int, ...]) -> None:
+    if keyword_maps.shape != (len(image_keywords), *shape):
+        raise ValueError(f"keyword maps of shape {keyword_maps.shape} for {len(image_keywords)} keywords at {shape}")
+
+
 def saliency_labels(
     masks: np.ndarray, image_keywords: Sequence[str], config: ProxyConfig, shape: tuple[int, int] | None = None,
     keyword_maps: np.ndarray | None = None,
@@ -142,16 +164,59 @@ def saliency_labels(
         raise ValueError("saliency_labels needs shape when there are no instances")
     labels = _background(masks, shape, config)
     if len(masks):
-        foreground = masks.max(axis=0) >= config.foreground
-        if len(image_keywords) == 1:
-            labels[foreground] = CLASS_INDEX[image_keywords[0]]
-        elif keyword_maps is not None:
-            if keyword_maps.shape != (len(image_keywords), *shape):
-                raise ValueError(f"keyword maps of shape {keyword_maps.shape} for {len(image_keywords)} keywords "
-                                 f"at {shape}")
-            classes = np.array([CLASS_INDEX[k] for k in image_keywords], dtype=np.uint8)
-            strongest = keyword_maps.argmax(axis=0)
-            named = foreground & (keyword_maps.max(axis=0) >= config.cam_threshold)
-            labels[named] = classes[strongest[named]]
+        _name_foreground(labels, masks.max(axis=0) >= config.foreground, image_keywords, config, keyword_maps)
     labels[border_band(labels, config.border)] = IGNORE_INDEX
+    return labels
+
+
+def map_saliency_labels(salient: np.ndarray, image_keywords: Sequence[str], config: ProxyConfig,
+                        keyword_maps: np.ndarray | None = None) -> np.ndarray:
+    """uint8[H, W] proxy label from a binary saliency map (an outside map cut at its threshold), by our rule.
+
+    Background where ``salient`` (bool[H, W]) is False; the salient pixels are named as
+    :func:`saliency_labels` names its foreground (the single keyword; or, with several
+    keywords, the strongest of ``keyword_maps`` reaching ``config.cam_threshold``; ignore
+    otherwise). One threshold, so no uncertain band between background and foreground
+    (``config.foreground`` and ``config.background`` are not used); the ``config.border``
+    band is ignore as in every cue.
+    """
+    labels = np.where(salient, IGNORE_INDEX, 0).astype(np.uint8)
+    _name_foreground(labels, salient, image_keywords, config, keyword_maps)
+    labels[border_band(labels, config.border)] = IGNORE_INDEX
+    return labels
+
+
+def wsss_bed_labels(salient: np.ndarray, image_keywords: Sequence[str], keyword_maps: np.ndarray,
+                    cam_threshold: float) -> np.ndarray:
+    """uint8[H, W] proxy label by WSSS-BED's fusion of saliency and class activation maps.
+
+    The rule of clovaai/WSSS-BED ``wsss_bed/run.py`` (commit 1271546, Kim et al., "Rethinking
+    saliency-guided weakly-supervised semantic segmentation", 2024), with its recommended
+    ``--ignore_label True`` (``scripts/cam_voc12.sh``): a background plane ``1 - salient`` and one CAM plane per
+    image keyword, CAM values below the activation threshold set to 0, the per-pixel argmax
+    (background first, so it wins ties), then salient pixels that came out background set to
+    ignore. Equivalently:
+
+    * not salient: background (0), whatever the CAMs say;
+    * salient, the strongest keyword's CAM >= ``cam_threshold`` (and > 0): that keyword;
+    * salient otherwise (no CAM claims it): ignore (255).
+
+    It differs from ours (:func:`map_saliency_labels`, :func:`saliency_labels`) in that the
+    CAM decides every salient pixel, single-keyword images included (ours names a single
+    keyword's whole foreground without a CAM), and in having no ignore band along label
+    boundaries. WSSS-BED's script uses ``atm_thresh 0.1`` with its CAMs (ours: ``--cam-threshold``).
+
+    Args:
+        salient: bool[H, W] the saliency map cut at its threshold.
+        image_keywords: the image's keywords.
+        keyword_maps: float[len(image_keywords), H, W] CAMs in [0, 1].
+        cam_threshold: the activation a keyword needs to claim a salient pixel.
+    """
+    _check_keyword_maps(keyword_maps, image_keywords, salient.shape)
+    labels = np.where(salient, IGNORE_INDEX, 0).astype(np.uint8)
+    if len(image_keywords):
+        classes = np.array([CLASS_INDEX[k] for k in image_keywords], dtype=np.uint8)
+        peak = keyword_maps.max(axis=0)
+        named = salient & (peak >= cam_threshold) & (peak > 0)
+        labels[named] = classes[keyword_maps.argmax(axis=0)[named]]
     return labels
