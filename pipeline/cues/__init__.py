@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pipeline.cues.keyword_assignment import AssignmentConfig
     from pipeline.cues.label_painting import ProxyConfig
     from pipeline.cues.result import Cue
+    from pipeline.cues.saliency_maps import SaliencyConfig
 
 CUES = ("instances", "saliency", "cam_saliency")
 # the model each cue reads besides S4Net, by its `wsss proxy-labels` option: the instance classifier
@@ -33,18 +34,32 @@ CUE_MODELS = {"instances": "classifier", "saliency": None, "cam_saliency": "cam"
 
 
 def make_cue(name: str, assignment: AssignmentConfig, proxy: ProxyConfig, classifier: InstanceClassifier | None = None,
-             cam: CamNet | None = None) -> Cue:
+             cam: CamNet | None = None, saliency: SaliencyConfig | None = None) -> Cue:
     """The cue called ``name``: ``instances`` (needs ``classifier`` for multi-keyword images),
-    ``saliency``, or ``cam_saliency`` (needs ``cam``)."""
+    ``saliency``, or ``cam_saliency`` (needs ``cam``); ``saliency`` (None: S4Net's instances, our
+    fusion) says where the saliency cues take their saliency from and how they fuse it."""
     from pipeline.cues.instances import InstanceCue
     from pipeline.cues.saliency import SaliencyCue
+    from pipeline.cues.saliency_maps import SaliencyConfig
 
+    saliency = saliency or SaliencyConfig()
     if name == "instances":
+        check_saliency_source(name, saliency)
         return InstanceCue(assignment, proxy, classifier)
     if name == "saliency":
-        return SaliencyCue(assignment, proxy)
+        check_saliency_source(name, saliency)
+        return SaliencyCue(assignment, proxy, saliency=saliency)
     if name == "cam_saliency":
         if cam is None:
             raise ValueError("the cam_saliency cue needs a CAM classifier (wsss train-cam)")
-        return SaliencyCue(assignment, proxy, cam)
+        return SaliencyCue(assignment, proxy, cam, saliency)
     raise ValueError(f"unknown cue {name!r}; expected one of {list(CUES)}")
+
+
+def check_saliency_source(cue: str, saliency: SaliencyConfig) -> None:
+    """Refuse a saliency source or fusion the cue cannot use (ValueError naming the option)."""
+    if cue == "instances" and saliency.outside:
+        raise ValueError("--saliency-maps needs --cue saliency or cam_saliency; the instances cue reads S4Net's "
+                         "instances themselves")
+    if saliency.fusion == "wsss_bed" and cue != "cam_saliency":
+        raise ValueError(f"--fusion wsss_bed needs --cue cam_saliency (its class activation maps), not {cue}")
