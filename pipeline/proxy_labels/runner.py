@@ -19,6 +19,12 @@ and the writing of earlier batches. Detections cross to the workers with their m
 packed (:class:`~s4net.inference.PackedMasks`, lossless). The ``cam_saliency`` cue runs
 its CAM network on the device in the main process; its labels go to the workers for
 the CRF and the writing. Labels are the same whatever ``workers`` is.
+
+With outside saliency maps (``saliency_maps``, the ``saliency`` and ``cam_saliency``
+cues) no S4Net runs and no checkpoint is read: threads decode each image with its map
+``MAPS/<label path>``, and an image whose map is missing, unreadable or of another size
+is skipped and listed. Each manifest line then records its map's sha256, and a label is
+reused only while its map's bytes are the same.
 """
 
 from __future__ import annotations
@@ -29,21 +35,22 @@ import logging
 import math
 import os
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from pipeline.classes import voc_palette
-from pipeline.cues import CUES, make_cue
+from pipeline.cues import CUES, check_saliency_source, make_cue
 from pipeline.cues.cam import load_cam
 from pipeline.cues.crf import CRFConfig, refine_labels
 from pipeline.cues.instance_classifier import ClassifierConfig, fit_instance_classifier, load_classifier
 from pipeline.cues.keyword_assignment import AssignmentConfig
 from pipeline.cues.label_painting import ProxyConfig
 from pipeline.cues.result import Cue, CueResult
+from pipeline.cues.saliency_maps import SaliencyConfig, map_sha256, read_saliency_map
 from pipeline.datasets.imagenet import ImageNetSubset, KeywordEntry
 from pipeline.datasets.voc import label_overlay
 from pipeline.proxy_labels.manifest import Shard, file_sha256, is_done, label_relpath, pixel_counts, read_manifests
@@ -51,7 +58,8 @@ from s4net.engine.devices import usable_cores
 from s4net.errors import InputError
 from s4net.inference import PackedDetections, inference_autocast, run_detector
 from s4net.io.atomic import remove_stale_temporaries, write_json
-from s4net.io.images import save_image, save_label_png
+from s4net.io.images import load_rgb, save_image, save_label_png
+from s4net.io.paths import resolve_inside
 
 log = logging.getLogger(__name__)
 _VOC_PALETTE = voc_palette()
@@ -68,6 +76,7 @@ class ProxyLabelSettings:
         min_score: S4Net's segmentation branch runs only for proposals scoring at least this
             (``S4Net.min_score``). None: the cue's own ``assignment.score_threshold``, which
             drops nothing the cue could keep; above it, instances the cue would keep are lost.
+        saliency: the saliency cues' source (S4Net or a folder of outside maps), threshold and fusion rule.
     """
 
     cue: str = "instances"
@@ -75,10 +84,12 @@ class ProxyLabelSettings:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     crf: CRFConfig | None = None
     min_score: float | None = None
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
 
     def __post_init__(self) -> None:
         if self.cue not in CUES:
             raise ValueError(f"unknown cue {self.cue!r}; expected one of {list(CUES)}")
+        check_saliency_source(self.cue, self.saliency)
         if self.min_score is not None and not 0.0 <= self.min_score < 1.0:
             raise ValueError(f"min_score={self.min_score} must be in [0, 1) (0 keeps every proposal)")
 
@@ -93,10 +104,17 @@ class ProxyLabelSettings:
         ran in.
 
         Knobs at values that leave labels as they were are left out (a minimum score at or
-        below the score threshold, a CRF at full scale, float32), so labels made before the
-        knobs existed still count as done.
+        below the score threshold, a CRF at full scale, float32, S4Net's saliency fused by
+        our rule), so labels made before the knobs existed still count as done. Outside maps
+        enter as their source, threshold and fusion (not the folder's name: each manifest
+        line carries its own map's sha256, checked on reuse).
         """
         settings = asdict(self)
+        if not self.saliency.outside and self.saliency.fusion == "split":
+            del settings["saliency"]  # the threshold is unused: S4Net's instances cut at foreground/background
+        else:
+            settings["saliency"] = {"source": "maps" if self.saliency.outside else "s4net",
+                                    "threshold": self.saliency.threshold, "fusion": self.saliency.fusion}
         if self.branch_min_score <= self.assignment.score_threshold:
             del settings["min_score"]
         else:
@@ -112,13 +130,16 @@ class ProxyLabelSettings:
 
 @dataclass
 class _Task:
-    """One image's work for :func:`_label_image`: its packed detections, or the cue's result already made."""
+    """One image's work for :func:`_label_image`: its packed detections, its image and outside saliency map,
+    or the cue's result already made; ``extra``: manifest fields (the map's path and sha256)."""
 
     entry: KeywordEntry
     size: list[int]
     detections: PackedDetections | None = None
     image: np.ndarray | None = None
     result: CueResult | None = None
+    saliency: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,7 +158,9 @@ def _label_image(task: _Task, finisher: _Finisher) -> dict[str, Any]:
 
     Returns the image's manifest record.
     """
-    if task.result is None:
+    if task.result is None and task.detections is None:
+        image, result = task.image, finisher.cue.from_map(task.image, task.saliency, task.entry.keywords)
+    elif task.result is None:
         detections = task.detections.unpack()
         image, result = detections.image, finisher.cue(detections, task.entry.keywords)
     else:
@@ -153,7 +176,7 @@ def _label_image(task: _Task, finisher: _Finisher) -> dict[str, Any]:
     if finisher.overlays:
         save_image(finisher.out / "overlays" / Path(relative).with_suffix(".jpg"), label_overlay(image, labels))
     return {"image": task.entry.image, "keywords": list(task.entry.keywords), "size": task.size, **result.record,
-            "settings": finisher.fingerprint, "label": relative, "class_pixels": pixel_counts(labels),
+            **task.extra, "settings": finisher.fingerprint, "label": relative, "class_pixels": pixel_counts(labels),
             "sha256": file_sha256(path)}
 
 
@@ -191,7 +214,7 @@ def proxy_workers(requested: int | None, device: Any) -> int:
 
 
 def run_proxy_labels(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     images: str | os.PathLike,
     out: str | os.PathLike,
     keywords: str | os.PathLike | None = None,
@@ -217,18 +240,29 @@ def run_proxy_labels(
     and the writing while the model runs on ``device`` (``auto``: CUDA when available); ``decode_workers``
     threads decode images. With ``amp`` S4Net runs under autocast on CUDA (bfloat16 where supported,
     else float16; :func:`s4net.inference.inference_autocast`); the precision is part of the labels'
-    fingerprint.
+    fingerprint. With outside saliency maps (``settings.saliency.maps``) S4Net does not run and
+    ``checkpoint`` may be None (one given is not read).
     """
     from s4net.checkpoint import load_checkpoint
     from s4net.engine import precision_name, resolve_device
 
     out = Path(out)
+    outside = settings.saliency.outside
+    if not outside and checkpoint is None:
+        raise InputError(None, "--checkpoint (an S4Net checkpoint) is needed unless --saliency-maps gives the saliency")
+    if outside:
+        maps_root = Path(settings.saliency.maps)
+        if not maps_root.is_dir():
+            raise InputError(maps_root, "--saliency-maps is not a directory")
+        if checkpoint is not None:
+            log.warning("--saliency-maps given: S4Net does not run, checkpoint %s is not read", checkpoint)
+            checkpoint = None
     device = resolve_device(str(device))
     workers = proxy_workers(workers, device)
-    autocast = inference_autocast(device, amp)
+    autocast = None if outside else inference_autocast(device, amp)
     precision = precision_name(autocast)
     subset = ImageNetSubset(images, keywords)
-    model = load_checkpoint(checkpoint, map_location=device).for_inference()
+    model = None if outside else load_checkpoint(checkpoint, map_location=device).for_inference()
     cam = None
     if settings.cue == "cam_saliency":
         if cam_path is None:
@@ -240,12 +274,12 @@ def run_proxy_labels(
     cleared = remove_stale_temporaries(out)
     if cleared:
         log.info("removed %d temporary files left by a killed run", cleared)
-    checkpoint_sha = file_sha256(checkpoint)
+    checkpoint_sha = None if outside else file_sha256(checkpoint)
     classifier, classifier_sha = None, None
-    # the classifier learns from instances scoring at least the score threshold: none of them may be dropped
-    model.min_score = min(settings.branch_min_score, settings.assignment.score_threshold)
     needs_classifier = settings.cue == "instances" and any(len(e.keywords) > 1 for e in subset.entries)
     if needs_classifier:
+        # the classifier learns from instances scoring at least the score threshold: none of them may be dropped
+        model.min_score = min(settings.branch_min_score, settings.assignment.score_threshold)
         path = Path(classifier_path) if classifier_path else out / "instance_classifier.pt"
         if path.is_file():
             classifier, report = load_classifier(path)
@@ -257,11 +291,16 @@ def run_proxy_labels(
     if cam is not None:
         classifier_sha = file_sha256(cam_path)
     fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha, precision)
-    cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam)
-    model.min_score = settings.branch_min_score
+    cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam, settings.saliency)
+    if model is not None:
+        model.min_score = settings.branch_min_score
     done = read_manifests(out)
     mine = [i for i in range(len(subset)) if i % shard.count == shard.index]
-    todo = [i for i in mine if not is_done(done.get(subset.entries[i].image), out, fingerprint)]
+    if outside:
+        todo = [i for i in mine if not _map_label_done(done.get(subset.entries[i].image), out, fingerprint,
+                                                         maps_root, subset.entries[i].image)]
+    else:
+        todo = [i for i in mine if not is_done(done.get(subset.entries[i].image), out, fingerprint)]
     log.info("%d images in shard %d/%d, %d already done", len(mine), shard.index, shard.count, len(mine) - len(todo))
     summary = {
         "shard": [shard.index, shard.count],
@@ -274,25 +313,92 @@ def run_proxy_labels(
         "precision": precision,
         "workers": workers,
         "settings": fingerprint,
-        "checkpoint": str(checkpoint),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
         "manifest": shard.manifest_name,
     }
+    if outside:
+        summary.update(saliency_maps=str(settings.saliency.maps), saliency_threshold=settings.saliency.threshold)
+    if settings.saliency.fusion != "split":
+        summary["fusion"] = settings.saliency.fusion
     counts = _label_images(model, subset, todo, cue, _Finisher(None if cam is not None else cue, out, settings.crf,
                                                                 overlays, fingerprint),
                            out / shard.manifest_name, workers, batch_size, device, decode_workers, progress,
-                           f"proxy labels ({settings.cue})", autocast)
+                           f"proxy labels ({settings.cue})", autocast,
+                           maps_root=Path(settings.saliency.maps) if outside else None)
     summary = {**summary, **counts}
     write_json(out / shard.summary_name, summary, indent=2)
     return summary
 
 
+def _map_path(maps_root: Path, image: str) -> Path:
+    """The outside saliency map of ``image``: ``MAPS/<its label path>``, kept inside ``maps_root``."""
+    return resolve_inside(maps_root, label_relpath(image), maps_root)
+
+
+def _map_label_done(record: dict[str, Any] | None, out: Path, fingerprint: str, maps_root: Path, image: str) -> bool:
+    """:func:`is_done` for a label made from an outside map, which must also still have the same bytes."""
+    if not is_done(record, out, fingerprint):
+        return False
+    sha = map_sha256(_map_path(maps_root, image))
+    return sha is not None and record.get("saliency_sha256") == sha
+
+
+def _read_with_map(index: int, subset: ImageNetSubset,
+                   maps_root: Path) -> tuple[int, np.ndarray | None, np.ndarray | None, dict[str, Any], str | None]:
+    """(index, image, saliency map, manifest fields, None) of one image, or (index, None, None, {}, why it is
+    skipped): an unreadable image, or a missing, unreadable or mis-sized map."""
+    path = subset.image_path(index)
+    try:
+        image = load_rgb(path, max_pixels=subset.max_pixels)
+    except InputError as exc:
+        return index, None, None, {}, exc.problem
+    map_path = _map_path(maps_root, subset.entries[index].image)
+    try:
+        saliency, sha = read_saliency_map(map_path, (image.shape[1], image.shape[0]), subset.max_pixels)
+    except InputError as exc:
+        return index, None, None, {}, str(exc)
+    return index, image, saliency, {"saliency_map": label_relpath(subset.entries[index].image),
+                                    "saliency_sha256": sha}, None
+
+
+def _map_inputs(subset: ImageNetSubset, todo: list[int], maps_root: Path, decode_workers: int, ahead: int,
+                skipped: list[dict[str, str]], progress: bool,
+                desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[str, Any]]]:
+    """(index, image, saliency map, manifest fields) of ``subset``'s images at ``todo``, in order, decoded by
+    ``decode_workers`` threads at most ``ahead`` at a time; skipped images go to ``skipped`` as
+    ``{"key", "image", "reason"}``, as :func:`s4net.inference.run_detector` lists them."""
+    from tqdm import tqdm
+
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool, \
+            tqdm(total=len(todo), disable=not progress, desc=desc, unit="img", dynamic_ncols=True) as bar:
+
+        def finish() -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[str, Any]]]:
+            index, image, saliency, extra, problem = pending.popleft().result()
+            bar.update(1)
+            if problem is None:
+                yield index, image, saliency, extra
+                return
+            log.warning("%s: skipped (%s)", subset.entries[index].image, problem)
+            skipped.append({"key": subset.entries[index].image, "image": str(subset.image_path(index)),
+                            "reason": problem})
+
+        for index in todo:
+            pending.append(pool.submit(_read_with_map, index, subset, maps_root))
+            if len(pending) > ahead:
+                yield from finish()
+        while pending:
+            yield from finish()
+
+
 def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue, finisher: _Finisher,
                   manifest_path: Path, workers: int, batch_size: int, device: Any, decode_workers: int,
-                  progress: bool, desc: str, autocast: Any = None) -> dict[str, int]:
+                  progress: bool, desc: str, autocast: Any = None, maps_root: Path | None = None) -> dict[str, int]:
     """Label ``subset``'s images at ``todo``, appending their manifest lines in order; returns the counts.
 
     With ``finisher.cue`` None, ``cue`` runs here (it holds a network on the device) and the
-    workers get its results; otherwise the workers run it on the packed detections.
+    workers get its results; otherwise the workers run it on the packed detections (or, with
+    ``maps_root``, on the image and its outside saliency map; ``model`` is then unused).
     """
     skipped: list[dict[str, str]] = []
     entries = {subset.entries[i].image: subset.entries[i] for i in todo}
@@ -318,20 +424,34 @@ def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue,
                     record_line(in_flight.popleft().result())
                     written += 1
 
-            items = ((subset.entries[i].image, subset.image_path(i)) for i in todo)
-            for packed in run_detector(model, items, batch_size=batch_size, device=device, progress=progress,
-                                       total=len(todo), skipped=skipped, features=True, desc=desc, packed=True,
-                                       decode_workers=decode_workers, autocast=autocast):
-                entry = entries[packed.key]
-                task = _Task(entry, [packed.image.shape[1], packed.image.shape[0]], packed)
-                if finisher.cue is None:
-                    task = _Task(entry, task.size, None, packed.image, cue(packed.unpack(), entry.keywords))
+            def submit(task: _Task) -> None:
+                nonlocal written
                 if pool is None:
                     record_line(_label_image(task, finisher))
                     written += 1
                 else:
                     in_flight.append(pool.submit(_label_in_worker, task))
                     drain(ahead)
+
+            if maps_root is not None:
+                for index, image, saliency, extra in _map_inputs(subset, todo, maps_root, decode_workers,
+                                                                 2 * batch_size, skipped, progress, desc):
+                    entry = subset.entries[index]
+                    task = _Task(entry, [image.shape[1], image.shape[0]], None, image, saliency=saliency, extra=extra)
+                    if finisher.cue is None:
+                        task.result = cue.from_map(image, saliency, entry.keywords)
+                        task.saliency = None
+                    submit(task)
+            else:
+                items = ((subset.entries[i].image, subset.image_path(i)) for i in todo)
+                for packed in run_detector(model, items, batch_size=batch_size, device=device, progress=progress,
+                                           total=len(todo), skipped=skipped, features=True, desc=desc, packed=True,
+                                           decode_workers=decode_workers, autocast=autocast):
+                    entry = entries[packed.key]
+                    task = _Task(entry, [packed.image.shape[1], packed.image.shape[0]], packed)
+                    if finisher.cue is None:
+                        task = _Task(entry, task.size, None, packed.image, cue(packed.unpack(), entry.keywords))
+                    submit(task)
             drain(0)
             for item in skipped:  # keyed by the table's own path: a link may point anywhere, or nowhere
                 record_line({"image": entries[item["key"]].image, "skipped": item["reason"]})
