@@ -55,7 +55,21 @@ def _settings(args: argparse.Namespace):
                         cam_threshold=args.cam_threshold)
     crf = CRFConfig(iterations=args.crf_iterations, scale=args.crf_scale) if args.crf else None
     return ProxyLabelSettings(cue=args.cue, assignment=assignment, proxy=proxy, crf=crf,
-                              min_score=getattr(args, "min_score", None))
+                              min_score=getattr(args, "min_score", None), saliency=_saliency_config(args))
+
+
+def _saliency_config(args: argparse.Namespace):
+    """``--saliency-maps``, ``--saliency-threshold`` and ``--fusion`` as a SaliencyConfig (ValueError naming the
+    option when one cannot apply)."""
+    from pipeline.cues.saliency_maps import SALIENCY_THRESHOLD, SaliencyConfig
+
+    maps, threshold = getattr(args, "saliency_maps", None), getattr(args, "saliency_threshold", None)
+    fusion = getattr(args, "fusion", "split")
+    if threshold is not None and maps is None and fusion == "split":
+        raise ValueError("--saliency-threshold applies only with --saliency-maps or --fusion wsss_bed (S4Net's "
+                         "instances are cut at --foreground and --background)")
+    return SaliencyConfig(maps=None if maps is None else str(maps),
+                          threshold=SALIENCY_THRESHOLD if threshold is None else threshold, fusion=fusion)
 
 
 def _device(name: str):
@@ -76,6 +90,9 @@ def _proxy_labels(args: argparse.Namespace) -> int:
         settings, shard = _settings(args), Shard.parse(args.shard)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
+    if args.checkpoint is None and args.saliency_maps is None:
+        raise InputError(None, "--checkpoint (an S4Net checkpoint) is required unless --saliency-maps gives the "
+                               "saliency")
     summary = run_proxy_labels(
         args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings,
         classifier_path=args.classifier, cam_path=args.cam, shard=shard, workers=args.workers,
@@ -88,6 +105,14 @@ def _proxy_labels(args: argparse.Namespace) -> int:
         f"{summary['written']} written, {summary['reused']} already done, {summary['skipped']} skipped; "
         f"{Path(args.out) / summary['manifest']}"
     )
+    return 0
+
+
+def _saliency_from_masks(args: argparse.Namespace) -> int:
+    from pipeline.cues.saliency_maps import saliency_from_masks
+
+    counts = saliency_from_masks(args.masks, args.out)
+    print(f"wrote {counts['written']} saliency maps (classes and void 255, background 0) to {args.out}")
     return 0
 
 
@@ -273,8 +298,10 @@ def _add_cue_options(parser: argparse.ArgumentParser) -> None:
                         help="cam_saliency: normalised activation a foreground pixel's strongest keyword needs")
 
 
-def _add_images_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="S4Net checkpoint (model_final.pt)")
+def _add_images_options(parser: argparse.ArgumentParser, checkpoint_help: str | None = None) -> None:
+    """The image-set options; ``checkpoint_help`` given: ``--checkpoint`` is optional, so described."""
+    parser.add_argument("--checkpoint", type=Path, required=checkpoint_help is None, default=None,
+                        help=checkpoint_help or "S4Net checkpoint (model_final.pt)")
     parser.add_argument("--images", type=Path, required=True, help="image root (ImageNet layout: train/<wnid>/...)")
     parser.add_argument("--keywords", type=Path, default=None,
                         help="keyword CSV (image,keywords; paths relative to --images); default: from the wnid folders")
@@ -290,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cues import CUES
     from pipeline.cues.cam_config import CAM_BACKBONES, CamConfig
     from pipeline.cues.crf import CRFConfig
+    from pipeline.cues.saliency_maps import FUSIONS, SALIENCY_THRESHOLD
     from pipeline.segmenter.config import ARCHITECTURES, SegmenterConfig
 
     c = CamConfig()
@@ -361,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
             "whose PNG checksum and settings match are skipped. Bad images are skipped and listed."
         ),
     )
-    _add_images_options(proxy)
+    _add_images_options(proxy, "S4Net checkpoint (model_final.pt); not needed (and not read) with --saliency-maps")
     proxy.add_argument("--out", type=Path, required=True, help="output folder")
     proxy.add_argument("--cue", choices=CUES, default="instances",
                        help="instances (the method), saliency (the baseline: one class-agnostic map) or cam_saliency "
@@ -380,6 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, "
                             "trained if missing)")
     proxy.add_argument("--cam", type=Path, default=None, help="CAM classifier for --cue cam_saliency (wsss train-cam)")
+    proxy.add_argument("--saliency-maps", type=Path, default=None, metavar="DIR",
+                       help="saliency and cam_saliency cues: outside saliency maps (PoolNet, VST, ...) instead of "
+                            "S4Net's instances, DIR/<image path>.png, greyscale 0-255; no S4Net runs. An image whose "
+                            "map is missing, unreadable or of another size is skipped and listed")
+    proxy.add_argument("--saliency-threshold", type=float, default=None,
+                       help=f"map value / 255 from which a pixel is salient (default {SALIENCY_THRESHOLD}, "
+                            "WSSS-BED's --sal_thresh); with --saliency-maps or --fusion wsss_bed")
+    proxy.add_argument("--fusion", choices=FUSIONS, default="split",
+                       help="split (ours: a single keyword names the whole salient foreground, CAMs split that of "
+                            "multi-keyword images) or wsss_bed (WSSS-BED's rule, --cue cam_saliency: not salient is "
+                            "background, the strongest keyword CAM reaching --cam-threshold names a salient pixel, "
+                            "unclaimed salient pixels are ignore; no --border band)")
     proxy.add_argument("--shard", default="0/1", help="I/N: label only images whose position modulo N is I")
     proxy.add_argument("--workers", type=positive_int, default=None,
                        help="processes for the cue, the CRF and the writing, overlapping the model's next batches "
@@ -390,6 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cue_options(proxy)
     add_verbosity(proxy)
     proxy.set_defaults(handler=_proxy_labels)
+
+    masks = commands.add_parser(
+        "saliency-from-masks",
+        help="oracle saliency maps from class masks (for --saliency-maps)",
+        description="Write OUT/<path>.png (greyscale: 0 background, 255 every class and void 255, which outlines "
+                    "objects in VOC) for every MASKS/<path>.png; atomic writes.",
+    )
+    masks.add_argument("--masks", type=Path, required=True, help="class mask folder (0 background, 1-20, 255 void)")
+    masks.add_argument("--out", type=Path, required=True, help="saliency map folder to write")
+    add_verbosity(masks)
+    masks.set_defaults(handler=_saliency_from_masks)
 
     classifier = commands.add_parser(
         "instance-classifier",
