@@ -278,3 +278,25 @@ def test_saliency_from_masks_round_trip(tmp_path: Path) -> None:
     three = _label(out, "train/b/three.png")
     assert (three[mask == CAT] == DOG).all() and (three[mask == 0] == 0).all()  # its keyword is dog
     assert (_summary(out)["written"], _summary(out)["skipped"]) == (2, 2)  # two.png and four.png have no map
+
+
+def test_wsss_bed_fusion_on_s4net_instances_cuts_their_union() -> None:
+    from pipeline.cues import make_cue
+    from pipeline.cues.keyword_assignment import AssignmentConfig
+    from s4net.inference import Detections
+
+    masks = np.zeros((2, H, W), dtype=np.float32)
+    masks[0, 5:15, 2:18] = 0.9
+    masks[1, 5:15, 22:38] = 0.3  # above the saliency threshold (0.2), under --foreground (0.5)
+    detections = Detections(key="x", image=np.zeros((H, W, 3), np.uint8), boxes=np.zeros((2, 4), np.float32),
+                            scores=np.full(2, 0.9, np.float32), masks=masks)
+    cue = make_cue("cam_saliency", AssignmentConfig(min_area=0.0), ProxyConfig(border=0, cam_threshold=0.1),
+                   cam=_FixedCam(), saliency=SaliencyConfig(fusion="wsss_bed"))
+    result = cue(detections, ["cat", "dog"])
+    expected = np.zeros((H, W), dtype=np.uint8)
+    expected[5:15, 2:18] = CAT
+    expected[5:15, 22:30] = DOG
+    expected[5:15, 30:38] = IGNORE_INDEX
+    np.testing.assert_array_equal(result.labels, expected)
+    assert result.record["kept"] == 2 and len(result.record["instances"]) == 2
+    assert result.label_ids == [0, CAT, DOG] and result.probabilities.shape == (3, H, W)
