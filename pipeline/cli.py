@@ -55,12 +55,13 @@ def _settings(args: argparse.Namespace):
                         cam_threshold=args.cam_threshold)
     crf = CRFConfig(iterations=args.crf_iterations, scale=args.crf_scale) if args.crf else None
     return ProxyLabelSettings(cue=args.cue, assignment=assignment, proxy=proxy, crf=crf,
-                              min_score=getattr(args, "min_score", None), saliency=_saliency_config(args))
+                              min_score=getattr(args, "min_score", None))
 
 
 def _saliency_config(args: argparse.Namespace):
     """``--saliency-maps``, ``--saliency-threshold`` and ``--fusion`` as a SaliencyConfig (ValueError naming the
     option when one cannot apply)."""
+    from pipeline.cues import check_saliency_source
     from pipeline.cues.saliency_maps import SALIENCY_THRESHOLD, SaliencyConfig
 
     maps, threshold = getattr(args, "saliency_maps", None), getattr(args, "saliency_threshold", None)
@@ -68,8 +69,10 @@ def _saliency_config(args: argparse.Namespace):
     if threshold is not None and maps is None and fusion == "split":
         raise ValueError("--saliency-threshold applies only with --saliency-maps or --fusion wsss_bed (S4Net's "
                          "instances are cut at --foreground and --background)")
-    return SaliencyConfig(maps=None if maps is None else str(maps),
-                          threshold=SALIENCY_THRESHOLD if threshold is None else threshold, fusion=fusion)
+    config = SaliencyConfig(maps=None if maps is None else str(maps),
+                            threshold=SALIENCY_THRESHOLD if threshold is None else threshold, fusion=fusion)
+    check_saliency_source(args.cue, config)
+    return config
 
 
 def _device(name: str):
@@ -87,7 +90,7 @@ def _proxy_labels(args: argparse.Namespace) -> int:
     from pipeline.proxy_labels.runner import run_proxy_labels
 
     try:
-        settings, shard = _settings(args), Shard.parse(args.shard)
+        settings, shard, saliency = _settings(args), Shard.parse(args.shard), _saliency_config(args)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     if args.checkpoint is None and args.saliency_maps is None:
@@ -97,7 +100,7 @@ def _proxy_labels(args: argparse.Namespace) -> int:
         args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings,
         classifier_path=args.classifier, cam_path=args.cam, shard=shard, workers=args.workers,
         batch_size=args.batch_size, device=_device(args.device), overlays=args.overlays, progress=not args.quiet,
-        decode_workers=args.decode_threads, amp=not args.no_amp,
+        decode_workers=args.decode_threads, amp=not args.no_amp, saliency=saliency,
     )
     print(
         f"proxy labels ({summary['cue']}{', crf' if summary['crf'] else ''}) shard {shard.index}/{shard.count} "

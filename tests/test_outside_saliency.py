@@ -12,6 +12,8 @@ from PIL import Image
 
 from pipeline.classes import CLASS_INDEX, IGNORE_INDEX
 from pipeline.cli import main as wsss_main
+from pipeline.cues import make_cue
+from pipeline.cues.keyword_assignment import AssignmentConfig
 from pipeline.cues.label_painting import ProxyConfig, map_saliency_labels, wsss_bed_labels
 from pipeline.cues.saliency_maps import SaliencyConfig, read_saliency_map
 from pipeline.datasets.imagenet import KeywordEntry, write_keyword_table
@@ -217,27 +219,19 @@ def test_options_that_cannot_apply_are_refused(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_fingerprint_names_the_saliency_source_and_keeps_old_labels_valid() -> None:
-    default = ProxyLabelSettings(cue="saliency")
-    assert default.fingerprint("c", None) == ProxyLabelSettings(cue="saliency", saliency=SaliencyConfig()).fingerprint(
-        "c", None)
-    # the fingerprint before outside maps existed (the saliency entry is left out at its default)
-    import hashlib
-    from dataclasses import asdict
-
-    settings = asdict(default)
-    del settings["saliency"], settings["min_score"], settings["crf"]
-    settings["crf"] = None
-    old = hashlib.sha256(json.dumps({"settings": settings, "checkpoint": "c", "classifier": None},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    assert default.fingerprint("c", None) == old
-    maps = ProxyLabelSettings(cue="saliency", saliency=SaliencyConfig(maps="/a"))
-    assert maps.fingerprint(None, None) != default.fingerprint(None, None)
-    assert maps.fingerprint(None, None) == ProxyLabelSettings(cue="saliency", saliency=SaliencyConfig(maps="/b")) \
-        .fingerprint(None, None)  # the folder's name is not the content: each map's sha256 is checked per image
-    assert maps.fingerprint(None, None) != ProxyLabelSettings(
-        cue="saliency", saliency=SaliencyConfig(maps="/a", threshold=0.3)).fingerprint(None, None)
+    settings = ProxyLabelSettings(cue="saliency")
+    before = settings.fingerprint("c", None)  # S4Net's instances by our rule: as before outside maps existed
+    assert settings.fingerprint("c", None, saliency=SaliencyConfig()) == before
+    assert settings.fingerprint("c", None, saliency=SaliencyConfig(threshold=0.5)) == before  # unused there
+    maps = settings.fingerprint(None, None, saliency=SaliencyConfig(maps="/a"))
+    assert maps != settings.fingerprint(None, None)
+    # the folder's name is not the content: each map's sha256 is checked per image
+    assert maps == settings.fingerprint(None, None, saliency=SaliencyConfig(maps="/b"))
+    assert maps != settings.fingerprint(None, None, saliency=SaliencyConfig(maps="/a", threshold=0.3))
+    cam = ProxyLabelSettings(cue="cam_saliency")
+    assert cam.fingerprint("c", "k", saliency=SaliencyConfig(fusion="wsss_bed")) != cam.fingerprint("c", "k")
     with pytest.raises(ValueError, match="--saliency-maps"):
-        ProxyLabelSettings(cue="instances", saliency=SaliencyConfig(maps="/a"))
+        make_cue("instances", AssignmentConfig(), ProxyConfig(), saliency=SaliencyConfig(maps="/a"))
 
 
 def test_map_formats(tmp_path: Path) -> None:
@@ -281,8 +275,6 @@ def test_saliency_from_masks_round_trip(tmp_path: Path) -> None:
 
 
 def test_wsss_bed_fusion_on_s4net_instances_cuts_their_union() -> None:
-    from pipeline.cues import make_cue
-    from pipeline.cues.keyword_assignment import AssignmentConfig
     from s4net.inference import Detections
 
     masks = np.zeros((2, H, W), dtype=np.float32)

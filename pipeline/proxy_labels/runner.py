@@ -76,7 +76,10 @@ class ProxyLabelSettings:
         min_score: S4Net's segmentation branch runs only for proposals scoring at least this
             (``S4Net.min_score``). None: the cue's own ``assignment.score_threshold``, which
             drops nothing the cue could keep; above it, instances the cue would keep are lost.
-        saliency: the saliency cues' source (S4Net or a folder of outside maps), threshold and fusion rule.
+
+    The saliency cues' source (S4Net or a folder of outside maps), threshold and fusion rule
+    come apart, as :class:`~pipeline.cues.saliency_maps.SaliencyConfig` (``run_proxy_labels(saliency=)``),
+    and enter the fingerprint through :meth:`fingerprint`'s ``saliency``.
     """
 
     cue: str = "instances"
@@ -84,12 +87,10 @@ class ProxyLabelSettings:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     crf: CRFConfig | None = None
     min_score: float | None = None
-    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
 
     def __post_init__(self) -> None:
         if self.cue not in CUES:
             raise ValueError(f"unknown cue {self.cue!r}; expected one of {list(CUES)}")
-        check_saliency_source(self.cue, self.saliency)
         if self.min_score is not None and not 0.0 <= self.min_score < 1.0:
             raise ValueError(f"min_score={self.min_score} must be in [0, 1) (0 keeps every proposal)")
 
@@ -99,9 +100,10 @@ class ProxyLabelSettings:
         value = self.assignment.score_threshold if self.min_score is None else self.min_score
         return min(value, math.nextafter(1.0, 0.0))
 
-    def fingerprint(self, checkpoint_sha: str, classifier_sha: str | None, precision: str = "float32") -> str:
-        """16 hex digits naming the settings, the checkpoint, the cue's classifier and the precision S4Net
-        ran in.
+    def fingerprint(self, checkpoint_sha: str | None, classifier_sha: str | None, precision: str = "float32",
+                    saliency: SaliencyConfig | None = None) -> str:
+        """16 hex digits naming the settings, the checkpoint, the cue's classifier, the precision S4Net
+        ran in and the saliency cues' source, threshold and fusion (``saliency``; None: S4Net, ours).
 
         Knobs at values that leave labels as they were are left out (a minimum score at or
         below the score threshold, a CRF at full scale, float32, S4Net's saliency fused by
@@ -110,11 +112,11 @@ class ProxyLabelSettings:
         line carries its own map's sha256, checked on reuse).
         """
         settings = asdict(self)
-        if not self.saliency.outside and self.saliency.fusion == "split":
-            del settings["saliency"]  # the threshold is unused: S4Net's instances cut at foreground/background
-        else:
-            settings["saliency"] = {"source": "maps" if self.saliency.outside else "s4net",
-                                    "threshold": self.saliency.threshold, "fusion": self.saliency.fusion}
+        # S4Net's instances fused by our rule leave the saliency threshold unused (they are cut at foreground and
+        # background): no entry, as before outside maps existed
+        if saliency is not None and (saliency.outside or saliency.fusion != "split"):
+            settings["saliency"] = {"source": "maps" if saliency.outside else "s4net",
+                                    "threshold": saliency.threshold, "fusion": saliency.fusion}
         if self.branch_min_score <= self.assignment.score_threshold:
             del settings["min_score"]
         else:
@@ -230,6 +232,7 @@ def run_proxy_labels(
     progress: bool = True,
     decode_workers: int = 2,
     amp: bool = True,
+    saliency: SaliencyConfig | None = None,
 ) -> dict[str, Any]:
     """Write proxy labels for (a shard of) a keyword-tagged image set; returns a summary.
 
@@ -240,18 +243,21 @@ def run_proxy_labels(
     and the writing while the model runs on ``device`` (``auto``: CUDA when available); ``decode_workers``
     threads decode images. With ``amp`` S4Net runs under autocast on CUDA (bfloat16 where supported,
     else float16; :func:`s4net.inference.inference_autocast`); the precision is part of the labels'
-    fingerprint. With outside saliency maps (``settings.saliency.maps``) S4Net does not run and
-    ``checkpoint`` may be None (one given is not read).
+    fingerprint. ``saliency`` (None: S4Net's instances, our fusion) is where the saliency cues take their
+    saliency from; with outside maps (``saliency.maps``) S4Net does not run and ``checkpoint`` may be None
+    (one given is not read).
     """
     from s4net.checkpoint import load_checkpoint
     from s4net.engine import precision_name, resolve_device
 
     out = Path(out)
-    outside = settings.saliency.outside
+    saliency = saliency or SaliencyConfig()
+    check_saliency_source(settings.cue, saliency)
+    outside = saliency.outside
     if not outside and checkpoint is None:
         raise InputError(None, "--checkpoint (an S4Net checkpoint) is needed unless --saliency-maps gives the saliency")
     if outside:
-        maps_root = Path(settings.saliency.maps)
+        maps_root = Path(saliency.maps)
         if not maps_root.is_dir():
             raise InputError(maps_root, "--saliency-maps is not a directory")
         if checkpoint is not None:
@@ -290,8 +296,8 @@ def run_proxy_labels(
         classifier_sha = file_sha256(path)
     if cam is not None:
         classifier_sha = file_sha256(cam_path)
-    fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha, precision)
-    cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam, settings.saliency)
+    fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha, precision, saliency)
+    cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam, saliency)
     if model is not None:
         model.min_score = settings.branch_min_score
     done = read_manifests(out)
@@ -317,14 +323,14 @@ def run_proxy_labels(
         "manifest": shard.manifest_name,
     }
     if outside:
-        summary.update(saliency_maps=str(settings.saliency.maps), saliency_threshold=settings.saliency.threshold)
-    if settings.saliency.fusion != "split":
-        summary["fusion"] = settings.saliency.fusion
+        summary.update(saliency_maps=str(saliency.maps), saliency_threshold=saliency.threshold)
+    if saliency.fusion != "split":
+        summary["fusion"] = saliency.fusion
     counts = _label_images(model, subset, todo, cue, _Finisher(None if cam is not None else cue, out, settings.crf,
                                                                 overlays, fingerprint),
                            out / shard.manifest_name, workers, batch_size, device, decode_workers, progress,
                            f"proxy labels ({settings.cue})", autocast,
-                           maps_root=Path(settings.saliency.maps) if outside else None)
+                           maps_root=maps_root if outside else None)
     summary = {**summary, **counts}
     write_json(out / shard.summary_name, summary, indent=2)
     return summary
