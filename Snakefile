@@ -2,7 +2,8 @@
 # Run:     snakemake --profile workflows/profiles/local --configfile workflows/configs/demo.yaml
 # Report:  snakemake --configfile workflows/configs/demo.yaml --report report.html
 # The DAG: inputs (the demo's synthetic world, or real data) -> S4Net training/evaluation ->
-# proxy labels (sharded, gathered) -> DeepLab per label source -> VOC val mIoU -> report.
+# proxy labels (sharded, gathered) -> DeepLab per label source -> VOC val mIoU -> report; beside it the
+# field's pseudo-label yardstick: proxy labels of VOC train from its tags, scored (voc_protocol.smk).
 
 include: "workflows/rules/common.smk"
 
@@ -14,6 +15,7 @@ elif not SETTINGS["data"]["keywords"]:
     include: "workflows/rules/data.smk"
 include: "workflows/rules/s4net.smk"
 include: "workflows/rules/wsss.smk"
+include: "workflows/rules/voc_protocol.smk"
 include: "workflows/rules/report.smk"
 include: "workflows/rules/experiments.smk"
 
@@ -22,3 +24,4 @@ rule all:  # the default target; the ablations run with `snakemake experiments`
     input:
         rules.report.output.summary,
         rules.provenance.output.settings,
+        rules.voc_pseudo_labels.output.summary if VOC_PROTOCOL["enabled"] else [],

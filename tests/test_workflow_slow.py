@@ -58,6 +58,15 @@ def test_tiny_dag_runs_end_to_end_and_shards_gather_to_the_unsharded_labels(tmp_
         summary = json.loads((out / "report" / "summary.json").read_text())
         assert set(summary["segmenters"]) == {"instances", "saliency", "cam_saliency", "ground_truth"}
         assert {"proxy_overlays.png", "prediction_overlays.png", "runtimes.png"} <= set(summary["files"])
+        assert summary["code"]["git"]  # the commit the numbers come from
+        # the VOC pseudo-label protocol: every cue, and the saliency cues on oracle maps, scored on VOC train
+        voc_rows = {row["labeller"]: row for row in summary["voc_pseudo_labels"]["rows"]}
+        assert set(voc_rows) == {"instances", "saliency", "cam_saliency", "saliency+oracle", "cam_saliency+oracle"}
+        voc_train = (out / "data" / "voc" / "VOC2012" / "ImageSets" / "Segmentation" / "train.txt").read_text()
+        assert {row["images"] for row in voc_rows.values()} == {len(voc_train.split())}
+        # oracle maps are the masks' union: what the saliency cue labels (single-tag images) is right
+        assert voc_rows["saliency+oracle"]["mIoU_labelled"] > 0.95, voc_rows["saliency+oracle"]
+        assert (out / "voc_protocol" / "pseudo_labels.html").is_file()
         assert (out / "provenance" / "pip_freeze.txt").read_text().strip()
         assert len(list((out / "benchmarks").glob("*.tsv"))) >= 10
         again = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, cwd=REPO, env=env)

@@ -2,7 +2,9 @@
 # What the package knows (cue names, shard file names, the ablations' run names) is asked of it, not restated.
 import json
 import os
+import re
 import shlex
+from types import SimpleNamespace
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -194,3 +196,46 @@ def study_runs(study):
             for variant in STUDIES[study] for seed in EXPERIMENTS["seeds"]]
     return runs + [(name, f"{EXPERIMENT_DIR}/peers/maskrcnn-{backbone}/seed{seed}/test_metrics.json")
                    for name, (backbone, _) in experiment_peers(study).items() for seed in EXPERIMENTS["seeds"]]
+
+
+# The VOC pseudo-label protocol (voc_protocol.smk)
+VOC_PROTOCOL = WSSS["voc_protocol"]
+VOC_DIR = f"{RESULTS}/voc_protocol"
+VOC_SPLIT_IDS = f"{DATA['voc_root']}/ImageSets/Segmentation/{VOC_PROTOCOL['split']}.txt"
+# NAME -> folder of saliency maps of the split's images; the oracle's are made from the class masks
+SALIENCY_SOURCES = {**({"oracle": f"{VOC_DIR}/oracle_saliency"} if VOC_PROTOCOL["oracle_saliency"] else {}),
+                    **VOC_PROTOCOL["saliency_maps"]}
+SALIENCY_CUES = [cue for cue in CUES if cue in ("saliency", "cam_saliency")]
+# every labeller: a cue on S4Net, or cue+NAME (a saliency cue on the maps of NAME)
+VOC_LABELLERS = CUES + [f"{cue}+{name}" for name in SALIENCY_SOURCES for cue in SALIENCY_CUES]
+VOC_LABELLER_PATTERN = "|".join(re.escape(name) for name in VOC_LABELLERS)
+
+
+def labeller_cue(labeller):
+    """The cue of ``cue`` or ``cue+NAME``."""
+    return labeller.partition("+")[0]
+
+
+def labeller_maps(labeller):
+    """The saliency-map folder of ``cue+NAME``, or None for a cue on S4Net."""
+    source = labeller.partition("+")[2]
+    return SALIENCY_SOURCES[source] if source else None
+
+
+def voc_labeller_inputs(wildcards):
+    """S4Net (a cue on S4Net) or the saliency maps (cue+NAME), and the cue's own model."""
+    cue, maps = labeller_cue(wildcards.labeller), labeller_maps(wildcards.labeller)
+    inputs = cue_models(SimpleNamespace(cue=cue))
+    if maps is None:
+        inputs["checkpoint"] = rules.train_s4net.output.checkpoint
+    else:
+        inputs["maps"] = maps  # the oracle's are made by rule oracle_saliency
+    return inputs
+
+
+def voc_labeller_flags(wildcards, input):
+    """--checkpoint, or --saliency-maps and its threshold; plus the cue's model flags."""
+    cue, maps = labeller_cue(wildcards.labeller), labeller_maps(wildcards.labeller)
+    source = (f"--checkpoint {shlex.quote(input.checkpoint)}" if maps is None else
+              f"--saliency-maps {shlex.quote(maps)} --saliency-threshold {VOC_PROTOCOL['saliency_threshold']}")
+    return f"{source} {cue_model_flags(SimpleNamespace(cue=cue), input)}"

@@ -6,6 +6,8 @@ rule report:
         predictions=expand(rules.evaluate_segmenter.output.predictions, source=SOURCES),
         manifests=expand(rules.gather_proxy_labels.output.manifest, cue=CUES),
         scores=expand(rules.score_proxy_labels.output.scores, cue=CUES) if DATA["proxy_gt"] else [],
+        pseudo_labels=rules.voc_pseudo_labels.output.summary if VOC_PROTOCOL["enabled"] else [],
+        code=rules.provenance.output.code,
     output:
         s4net=report(f"{RESULTS}/report/s4net_map.html", caption="../report/s4net.rst", category="1. S4Net",
                      labels={"result": "mask mAP"}),
@@ -37,6 +39,7 @@ rule report:
         split=DATA["val_split"],
         benchmarks=f"{RESULTS}/benchmarks",  # every job before this one has written its benchmark file
         seed=SEED,
+        pseudo_labels=lambda wildcards, input: optional_flag("--pseudo-label-table", input.pseudo_labels or None),
     threads: JOBS["report"]["threads"]
     resources:
         **job_resources("report", gpus="none"),
@@ -44,4 +47,4 @@ rule report:
         "wsss report --s4net-metrics {input.s4net:q} --segmenter {params.segmenters} --predictions {params.predictions} "
         "--proxy-labels {params.labels} {params.scores} {params.proxy_gt} --imagenet {params.imagenet:q} "
         "--keywords {params.keywords:q} --voc-root {params.voc:q} --split {params.split} "
-        "--benchmarks {params.benchmarks:q} --seed {params.seed} --out {params.out:q} > {log:q} 2>&1"
+        "--benchmarks {params.benchmarks:q} --seed {params.seed} {params.pseudo_labels} --code {input.code:q} --out {params.out:q} > {log:q} 2>&1"
