@@ -94,18 +94,22 @@ def test_iou_between_thresholds(protocol: str) -> None:
 
 
 def test_false_positive_ranked_first_lowers_coco_ap() -> None:
+    # Precision 0, 1/2, 2/3, 3/4 at recall 0, 1/3, 2/3, 1: the interpolated envelope is 3/4 everywhere.
     results = _perfect() + [_result(2, _block(30, 40, 0, 10), 0.99)]
     aps = coco_mask_ap(_document(), results)
-    assert 0.0 < aps[0.5] < 1.0 and 0.0 < aps[0.7] < 1.0
+    assert aps == pytest.approx({0.5: 0.75, 0.7: 0.75}, abs=1e-12, rel=0)
 
 
 def test_occluded_subset_restricts_images() -> None:
     # Image 1 (occluded) is predicted perfectly, image 2 gets nothing.
+    # COCO: recall 2/3 at precision 1, so grid points 0..0.66 (67 of 101) score 1.
+    # Original: the mean of image 1's AP (1) and image 2's (0).
     results = [_result(1, m, 0.9) for m in GT_MASKS[1]]
-    for protocol in ("coco", "original"):
+    for protocol, expected in (("coco", 67 / 101), ("original", 0.5)):
         out = evaluate_predictions(_document(), results, protocol=protocol)
-        assert out["mAP50_occluded"] == pytest.approx(1.0)
-        assert out["mAP50"] < 1.0
+        assert out["mAP50_occluded"] == 1.0 and out["mAP70_occluded"] == 1.0
+        assert out["mAP50"] == pytest.approx(expected, abs=1e-12, rel=0)
+        assert out["mAP70"] == pytest.approx(expected, abs=1e-12, rel=0)
     assert coco_mask_ap(_document(), results, image_ids=[2]) == {0.5: 0.0, 0.7: 0.0}
     assert all(math.isnan(v) for v in coco_mask_ap(_document(), results, image_ids=[]).values())
 
