@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The workflow on the embedded synthetic world (workflows/configs/demo.yaml), then its report.
+# The docs quote its report's summary.json, committed as bench/results/demo_summary.json: after a run,
+# cp $(DEMO_DIR)/report/summary.json bench/results/demo_summary.json (its `code` names the commit run at).
 DEMO_ARGS := --configfile workflows/configs/demo.yaml --config results=$(DEMO_DIR)
 demo: $(STAMP)
 	@# a run killed earlier leaves snakemake's lock behind; clear it, then go on where that run stopped

@@ -63,11 +63,11 @@ def test_results_doc_peer_rows_match_the_committed_bench_json() -> None:
 
 
 def test_results_doc_table5_quotes_the_committed_demo_report() -> None:
-    """The Table 5 analogue quotes the demo DAG's report (its summary.json, committed as docs/results/)."""
+    """The Table 5 analogue quotes the demo DAG's report (its summary.json, committed as bench/results/demo_summary.json)."""
     import json
 
     text = (REPO / "docs" / "RESULTS.md").read_text()
-    summary = json.loads((REPO / "docs" / "results" / "demo_summary.json").read_text())
+    summary = json.loads((REPO / "bench" / "results" / "demo_summary.json").read_text())
     full = summary["segmenters"]["ground_truth"]["mIoU"]
     for cue in ("saliency", "cam_saliency", "instances"):
         proxy, miou = summary["proxy_labels"][cue], summary["segmenters"][cue]["mIoU"]
