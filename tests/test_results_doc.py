@@ -416,6 +416,36 @@ def test_demo_numbers_match_demo_summary_json() -> None:
 
 
 
+def voc_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The RESULTS.md table rows of the VOC pseudo-label protocol, as wsss pseudo-label-table's rows give them."""
+    from pipeline.reporting.pseudo_labels import labeller_title
+
+    return [f"| {labeller_title(r['labeller'])} | {pct(r['mIoU_ignore_as_background'])} | {pct(r['mIoU'])} | "
+            f"{pct(r['mIoU_labelled'])} on {pct(r['coverage'])}% | {pct(r['mean_precision'])} | "
+            f"{pct(r['mean_recall'])} |" for r in rows]
+
+
+def test_voc_pseudo_label_tables_match_their_json() -> None:
+    """The VOC pseudo-label protocol: the demo world's table (demo_summary.json), the 16 real VOC images'
+    (voc_protocol_seg16.json) and the published anchors (pipeline/reporting/pseudo_labels.py)."""
+    from pipeline.reporting.pseudo_labels import ANCHORS
+
+    e = Expect()
+    demo = result("demo_summary.json")["voc_pseudo_labels"]
+    for row in voc_rows(demo["rows"]):
+        e.says(DOC, row, "bench/results/demo_summary.json: voc_pseudo_labels.rows")
+    e.says(DOC, f"the {demo['rows'][0]['images']} images of the demo world's VOC {demo['split']} split",
+           "bench/results/demo_summary.json: voc_pseudo_labels.rows[0].images")
+    real = result("voc_protocol_seg16.json")
+    for row in voc_rows(real["rows"]):
+        e.says(DOC, row, "bench/results/voc_protocol_seg16.json: rows")
+    e.says(DOC, real["run"]["models"]["checkpoint"]["sha256"][:12], "bench/results/voc_protocol_seg16.json: "
+                                                                   "run.models.checkpoint.sha256")
+    for anchor in ANCHORS:
+        e.says(DOC, f"| {anchor.method} | {anchor.miou:.1f} |", "pipeline/reporting/pseudo_labels.py: ANCHORS")
+    e.done()
+
+
 def test_readme_wnid_map_counts_match_the_shipped_map() -> None:
     """The README's counts of the shipped wnid map (pipeline/datasets/wnid_to_voc.tsv)."""
     e = Expect()
