@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,31 @@ def test_full_config_plans_the_paper_dag_on_placeholder_paths(tmp_path: Path) ->
     assert "--encoder resnet101" in output and "--arch deeplabv3 " in output
     reference = [line for line in output.splitlines() if "train-segmenter" in line and "ground_truth" in line][0]
     assert "VOC2012/SegmentationClass" in reference and "ImageSets/Segmentation/train.txt" in reference
+
+
+def test_voc_protocol_plans_a_labeller_per_saliency_source_and_can_be_left_out(tmp_path: Path) -> None:
+    """wsss.voc_protocol: every cue, saliency+NAME and cam_saliency+NAME per outside map folder (and the oracle);
+    enabled: false takes it out of the default target."""
+    maps = tmp_path / "pfan"
+    maps.mkdir()
+    given = tmp_path / "maps.yaml"
+    given.write_text(json.dumps({"wsss": {"voc_protocol": {"saliency_maps": {"pfan": str(maps)},
+                                                           "saliency_threshold": 0.3}}}))
+    result = snakemake("voc_pseudo_labels", "--dry-run", "--printshellcmds", "--cores", "1", "--configfile",
+                       str(DEMO), str(given), "--config", f"results={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    labellers = set(re.findall(r"labeller=([\w+]+)", output))
+    assert labellers == {"instances", "saliency", "cam_saliency", "saliency+oracle", "cam_saliency+oracle",
+                         "saliency+pfan", "cam_saliency+pfan"}
+    pfan = [line for line in output.splitlines() if "proxy-labels" in line and "saliency+pfan" in line]
+    assert pfan and all(f"--saliency-maps {maps}" in line and "--saliency-threshold 0.3" in line
+                        and "--checkpoint" not in line for line in pfan)
+    given.write_text(json.dumps({"wsss": {"voc_protocol": {"enabled": False}}}))
+    off = snakemake("--dry-run", "--cores", "1", "--configfile", str(DEMO), str(given), "--config",
+                    f"results={tmp_path / 'o2'}")
+    assert off.returncode == 0, off.stderr
+    assert "voc_proxy_labels" not in planned_jobs(off.stdout + off.stderr)
 
 
 def test_full_config_without_its_paths_names_the_missing_one(tmp_path: Path) -> None:

@@ -27,10 +27,13 @@ def schema_defaults(node):
 
 
 def merged(defaults, given):
-    """``given`` over ``defaults``, key by key inside nested dicts."""
+    """``given`` over ``defaults``, key by key inside nested dicts; keys the defaults lack are kept (the schema has
+    already refused them wherever it allows no others, so only free-form maps such as saliency_maps hold them)."""
     if not isinstance(defaults, dict) or not isinstance(given, dict):
         return given
-    return {key: merged(defaults.get(key), given[key]) if key in given else value for key, value in defaults.items()}
+    out = {key: merged(defaults.get(key), given[key]) if key in given else value for key, value in defaults.items()}
+    out.update({key: value for key, value in given.items() if key not in defaults})
+    return out
 
 
 with open(SCHEMA) as handle:
