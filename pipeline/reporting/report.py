@@ -135,7 +135,7 @@ def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
     plt = _pyplot()
     classes = list(VOC_CLASSES)
     width = 0.8 / max(len(segmenters), 1)
-    figure, axis = plt.subplots(figsize=(11.5, 4.2), dpi=100)
+    figure, axis = plt.subplots(figsize=(11.5, 5.0), dpi=100)
     for k, (source, metrics) in enumerate(segmenters.items()):
         values = [100 * (metrics["per_class_iou"].get(name) or 0.0) for name in classes]
         axis.bar(np.arange(len(classes)) + (k - (len(segmenters) - 1) / 2) * width, values, width,
@@ -143,10 +143,11 @@ def per_class_chart(segmenters: dict[str, dict[str, Any]]) -> bytes:
                        f"({primary_label(metrics)})")
     axis.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
     axis.set_ylabel("IoU (%)")
-    axis.set_ylim(0, 118)  # room above the bars for the legend
+    axis.set_ylim(0, 100)
     axis.set_yticks(range(0, 101, 20))
     axis.set_title("VOC val: IoU per class and label source")
-    axis.legend(loc="upper center", ncol=len(segmenters), fontsize=8, frameon=False)
+    # below the axes, two sources a row: each label is long and one row of four does not fit the figure
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, fontsize=8, frameon=False)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return _png(figure)
