@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from s4net.errors import InputError
 from s4net.io.images import IMAGE_EXTENSIONS, load_rgb
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -163,12 +165,12 @@ def _load(item: tuple[Any, Path]) -> tuple[Any, Path, np.ndarray | None, str | N
         return key, path, None, exc.problem
 
 
-def _prefetch(pool: ThreadPoolExecutor, items: Iterable[tuple[Any, Path]],
-              ahead: int) -> Iterator[tuple[Any, Path, np.ndarray | None, str | None]]:
-    """Decoded items in order, at most ``ahead`` decoded or decoding at a time (memory stays flat)."""
+def prefetch(pool: ThreadPoolExecutor, load: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``load(item)`` of each item, run in ``pool`` and yielded in order, at most ``ahead`` loaded or loading at a
+    time (memory stays flat)."""
     pending: deque = deque()
     for item in items:
-        pending.append(pool.submit(_load, item))
+        pending.append(pool.submit(load, item))
         if len(pending) > ahead:
             yield pending.popleft().result()
     while pending:
@@ -228,7 +230,7 @@ def run_detector(
     hook = model.backbone.register_forward_hook(lambda _m, _i, out: captured.append(out)) if features else None
     try:
         with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool:
-            loaded = _prefetch(pool, items, 2 * batch_size)
+            loaded = prefetch(pool, _load, items, 2 * batch_size)
             batch: list[tuple[Any, np.ndarray]] = []
 
             def flush() -> Iterator[Detections] | Iterator[PackedDetections]:

@@ -29,6 +29,7 @@ reused only while its map's bytes are the same.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -56,7 +57,7 @@ from pipeline.datasets.voc import label_overlay
 from pipeline.proxy_labels.manifest import Shard, file_sha256, is_done, label_relpath, pixel_counts, read_manifests
 from s4net.engine.devices import usable_cores
 from s4net.errors import InputError
-from s4net.inference import PackedDetections, inference_autocast, run_detector
+from s4net.inference import PackedDetections, inference_autocast, prefetch, run_detector
 from s4net.io.atomic import remove_stale_temporaries, write_json
 from s4net.io.images import load_rgb, save_image, save_label_png
 from s4net.io.paths import resolve_inside
@@ -371,30 +372,21 @@ def _map_inputs(subset: ImageNetSubset, todo: list[int], maps_root: Path, decode
                 skipped: list[dict[str, str]], progress: bool,
                 desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[str, Any]]]:
     """(index, image, saliency map, manifest fields) of ``subset``'s images at ``todo``, in order, decoded by
-    ``decode_workers`` threads at most ``ahead`` at a time; skipped images go to ``skipped`` as
-    ``{"key", "image", "reason"}``, as :func:`s4net.inference.run_detector` lists them."""
+    ``decode_workers`` threads at most ``ahead`` at a time (:func:`s4net.inference.prefetch`); skipped images go
+    to ``skipped`` as ``{"key", "image", "reason"}``, as :func:`s4net.inference.run_detector` lists them."""
     from tqdm import tqdm
 
-    pending: deque[Future] = deque()
+    read = functools.partial(_read_with_map, subset=subset, maps_root=maps_root)
     with ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode") as pool, \
             tqdm(total=len(todo), disable=not progress, desc=desc, unit="img", dynamic_ncols=True) as bar:
-
-        def finish() -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[str, Any]]]:
-            index, image, saliency, extra, problem = pending.popleft().result()
+        for index, image, saliency, extra, problem in prefetch(pool, read, todo, ahead):
             bar.update(1)
             if problem is None:
                 yield index, image, saliency, extra
-                return
+                continue
             log.warning("%s: skipped (%s)", subset.entries[index].image, problem)
             skipped.append({"key": subset.entries[index].image, "image": str(subset.image_path(index)),
                             "reason": problem})
-
-        for index in todo:
-            pending.append(pool.submit(_read_with_map, index, subset, maps_root))
-            if len(pending) > ahead:
-                yield from finish()
-        while pending:
-            yield from finish()
 
 
 def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue, finisher: _Finisher,
