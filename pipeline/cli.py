@@ -64,8 +64,7 @@ def _saliency_config(args: argparse.Namespace):
     from pipeline.cues import check_saliency_source
     from pipeline.cues.saliency_maps import SALIENCY_THRESHOLD, SaliencyConfig
 
-    maps, threshold = getattr(args, "saliency_maps", None), getattr(args, "saliency_threshold", None)
-    fusion = getattr(args, "fusion", "split")
+    maps, threshold, fusion = args.saliency_maps, args.saliency_threshold, args.fusion
     if threshold is not None and maps is None and fusion == "split":
         raise ValueError("--saliency-threshold applies only with --saliency-maps or --fusion wsss_bed (S4Net's "
                          "instances are cut at --foreground and --background)")
@@ -93,9 +92,6 @@ def _proxy_labels(args: argparse.Namespace) -> int:
         settings, shard, saliency = _settings(args), Shard.parse(args.shard), _saliency_config(args)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    if args.checkpoint is None and args.saliency_maps is None:
-        raise InputError(None, "--checkpoint (an S4Net checkpoint) is required unless --saliency-maps gives the "
-                               "saliency")
     summary = run_proxy_labels(
         args.checkpoint, args.images, args.out, keywords=args.keywords, settings=settings,
         classifier_path=args.classifier, cam_path=args.cam, shard=shard, workers=args.workers,
