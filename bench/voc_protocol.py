@@ -16,7 +16,6 @@ score``), and the table beside the published anchors (``wsss pseudo-label-table`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import platform
 import tempfile
 from pathlib import Path
@@ -25,17 +24,10 @@ from typing import Any
 from bench.report import emit
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Run the protocol's commands in ``work``; the table's json with what produced it."""
     from pipeline.cli import main as wsss
+    from pipeline.proxy_labels.manifest import file_sha256
     from pipeline.reporting.provenance import code_version
     from s4net.io.atomic import read_json
 
@@ -74,7 +66,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result = read_json(table.with_suffix(".json"), "pseudo-label table json")
     result["run"] = {
         "voc_root": str(args.voc_root), "ids": str(id_list), "device": args.device,
-        "models": {key: {"path": str(path), "sha256": _sha256(path)} for key, path in models.items()},
+        "models": {key: {"path": str(path), "sha256": file_sha256(path)} for key, path in models.items()},
         "code": code_version(), "machine": platform.processor() or platform.machine(),
     }
     return result
