@@ -261,6 +261,9 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
     s4net = read_json(inputs.s4net_metrics, "metrics json")
     segmenters = {source: read_json(path, "metrics json") for source, path in inputs.segmenter_metrics.items()}
     proxies = {cue: read_json(path, "metrics json") for cue, path in inputs.proxy_scores.items()}
+    code = read_json(inputs.code, "provenance code.json") if inputs.code is not None else None
+    table = (read_json(inputs.pseudo_label_table, "pseudo-label table json")
+             if inputs.pseudo_label_table is not None else None)
     out = Path(inputs.out)  # made only once the inputs have loaded
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "s4net_map.html", s4net_table(s4net))
@@ -303,10 +306,9 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         "runtimes": runtimes,
         "files": written,
     }
-    if inputs.code is not None:
-        summary["code"] = read_json(inputs.code, "provenance code.json")
-    if inputs.pseudo_label_table is not None:
-        table = read_json(inputs.pseudo_label_table, "pseudo-label table json")
+    if code is not None:
+        summary["code"] = code
+    if table is not None:
         keys = ("labeller", "images", "mIoU", "mIoU_ignore_as_background", "mIoU_labelled", "coverage",
                 "mean_precision", "mean_recall")
         summary["voc_pseudo_labels"] = {"split": table["split"],
