@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -40,14 +40,12 @@ def _find_image(images_dir: Path, stem: str, by_stem: dict[str, Path]) -> Path:
     return path
 
 
-def instance_annotations(instance_ids: np.ndarray, image_id: int, first_ann_id: int) -> list[dict[str, Any]]:
-    """COCO annotations for one instance-id map (0 background, 255 void, k instance k).
+def mask_annotations(masks: Sequence[np.ndarray], image_id: int, first_ann_id: int) -> list[dict[str, Any]]:
+    """COCO annotations (RLE, tight box, area) of one image's binary instance masks ``uint8[H, W]`` each.
 
     ``occluded`` is True when the instance's box overlaps another's: the usual proxy
     when the depth order is unknown.
     """
-    ids = [int(k) for k in np.unique(instance_ids) if k not in (0, VOID)]
-    masks = [(instance_ids == k).astype(np.uint8) for k in ids]
     boxes = np.asarray([mask_box(m) for m in masks], dtype=np.float64).reshape(-1, 4)
     occluded = boxes_overlap(boxes)
     annotations = []
@@ -65,6 +63,12 @@ def instance_annotations(instance_ids: np.ndarray, image_id: int, first_ann_id: 
             }
         )
     return annotations
+
+
+def instance_annotations(instance_ids: np.ndarray, image_id: int, first_ann_id: int) -> list[dict[str, Any]]:
+    """COCO annotations for one instance-id map (0 background, 255 void, k instance k); see :func:`mask_annotations`."""
+    ids = [int(k) for k in np.unique(instance_ids) if k not in (0, VOID)]
+    return mask_annotations([(instance_ids == k).astype(np.uint8) for k in ids], image_id, first_ann_id)
 
 
 def convert_instance_masks(
