@@ -165,6 +165,23 @@ def _train_cam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _realphoto_data(args: argparse.Namespace) -> int:
+    from pipeline.datasets.realphoto import RealPhotoConfig, build_realphoto
+
+    try:
+        config = RealPhotoConfig(holdout_sod=args.holdout_sod, seed=args.seed, min_component=args.min_component)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    summary = build_realphoto(args.realdata, args.out, config, progress=not args.quiet)
+    sources = "; ".join(f"{name} {c['images']} images / {c['instances']} instances"
+                        for name, c in summary["sources"].items())
+    print(f"real-photo salient instances in {args.out}: train {summary['train']['images']} images, "
+          f"{summary['train']['instances']} instances ({sources}); val (held-out SOD) {summary['val']['images']} "
+          f"images, {summary['val']['instances']} instances. Train with: s4net train --annotations "
+          f"{Path(args.out) / 'train.json'} --images {args.realdata} ...")
+    return 0
+
+
 def _voc_tags(args: argparse.Namespace) -> int:
     from pipeline.datasets.imagenet import write_keyword_table
     from pipeline.datasets.voc_tags import voc_split_tags
@@ -378,6 +395,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "JPEGImages)")
     add_verbosity(voc_tags)
     voc_tags.set_defaults(handler=_voc_tags)
+
+    realphoto = commands.add_parser(
+        "realphoto-data",
+        help="a small real-photo salient-instance set (COCO json) from the realdata sample folder",
+        description=(
+            "Write OUT/train.json and OUT/val.json (COCO salient instances; file_name relative to --realdata, so "
+            "`s4net train --images REALDATA` reads the photos in place), OUT/heldout_sod.txt and OUT/summary.json. "
+            "Sources: SOD masks split into connected components (specks below --min-component dropped; "
+            "--holdout-sod photos, stratified over single/multi-component, kept out of training as val.json), "
+            "every COCO val2017 instance, the coco128-seg polygons of the 20 VOC classes. VOC images (the test set) "
+            "are never read."
+        ),
+    )
+    realphoto.add_argument("--realdata", type=Path, required=True, help="the realdata folder (see its SOURCES.md)")
+    realphoto.add_argument("--out", type=Path, required=True, help="output folder")
+    realphoto.add_argument("--holdout-sod", type=int, default=10, help="SOD photos held out of training (default 10)")
+    realphoto.add_argument("--seed", type=int, default=0, help="picks the held-out photos (default 0)")
+    realphoto.add_argument("--min-component", type=float, default=0.005,
+                           help="SOD components below this fraction of the image are dropped (default 0.005)")
+    add_verbosity(realphoto)
+    realphoto.set_defaults(handler=_realphoto_data)
 
     proxy = commands.add_parser(
         "proxy-labels",
