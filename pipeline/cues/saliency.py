@@ -26,6 +26,26 @@ from pipeline.cues.saliency_maps import SaliencyConfig
 from s4net.inference import Detections
 
 
+def salient_instances(detections: Detections, assignment: AssignmentConfig) -> tuple[np.ndarray, list[str], list[int]]:
+    """Each instance's area (fraction of the image) and status, and the indices of the salient ones: every
+    instance scoring at least ``assignment.score_threshold`` (small ones too: the saliency cues keep them)."""
+    areas = instance_areas(detections.masks, assignment.mask_threshold)
+    status = candidate_status(detections.scores, areas, assignment)
+    return areas, status, [i for i, s in enumerate(status) if s != LOW_SCORE]
+
+
+def _union(masks: np.ndarray, salient: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
+    """float32[H, W]: the strongest of ``masks[salient]`` (float[K, H, W]) at each pixel; 0 without any."""
+    return masks[list(salient)].max(axis=0) if len(salient) else np.zeros(shape, dtype=np.float32)
+
+
+def saliency_map(detections: Detections, assignment: AssignmentConfig) -> np.ndarray:
+    """float32[H, W] in [0, 1]: the saliency cue's class-agnostic map, the union (pixel-wise maximum) of the
+    salient instances' mask probabilities; its foreground is where it reaches ``ProxyConfig.foreground``."""
+    _, _, salient = salient_instances(detections, assignment)
+    return _union(detections.masks, salient, detections.image.shape[:2])
+
+
 class SaliencyCue:
     """The salient instances' union (or an outside saliency map) as one class-agnostic saliency map.
 
@@ -51,13 +71,10 @@ class SaliencyCue:
 
     def __call__(self, detections: Detections, keywords: Sequence[str]) -> CueResult:
         masks = detections.masks
-        areas = instance_areas(masks, self.assignment.mask_threshold)
-        status = candidate_status(detections.scores, areas, self.assignment)
-        salient = [i for i, s in enumerate(status) if s != LOW_SCORE]
+        areas, status, salient = salient_instances(detections, self.assignment)
         shape = detections.image.shape[:2]
         if self.saliency.fusion == "wsss_bed":
-            union = masks[salient].max(axis=0) if salient else np.zeros(shape, dtype=np.float32)
-            result = self._fuse(detections.image, union, keywords)
+            result = self._fuse(detections.image, _union(masks, salient, shape), keywords)
             named = [None] * len(status)
             record = {"instances": instance_records(detections, areas, salient, named, status, [1.0] * len(status)),
                       "kept": len(salient), "rejected": 0, **result.record}
@@ -67,7 +84,7 @@ class SaliencyCue:
         labels = saliency_labels(masks[salient], keywords, self.proxy, shape, maps)
         probs, ids = None, [0]
         if salient and (len(keywords) == 1 or maps is not None):
-            probs, ids = _probabilities(masks[salient].max(axis=0), keywords, maps)
+            probs, ids = _probabilities(_union(masks, salient, shape), keywords, maps)
         named = [keywords[0] if len(keywords) == 1 else None] * len(status)
         labelled = len(keywords) == 1 or maps is not None
         record = {
