@@ -182,6 +182,22 @@ def _realphoto_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sod_iou(args: argparse.Namespace) -> int:
+    from pipeline.cues.saliency_iou import SaliencyCut, sod_iou
+
+    try:
+        cut = SaliencyCut(score_threshold=args.score_threshold, foreground=args.foreground)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    device = _device(args.device) if args.checkpoint is not None else "cpu"
+    summary = sod_iou(args.images, args.masks, args.out, ids=args.ids, checkpoint=args.checkpoint, prior=args.prior,
+                      cut=cut, device=device, batch_size=args.batch_size, amp=not args.no_amp,
+                      progress=not args.quiet)
+    print(f"{summary['prediction']}: mean salient-object IoU {summary['mean_iou']:.4f} on {summary['images']} photos; "
+          f"wrote {args.out}")
+    return 0
+
+
 def _voc_tags(args: argparse.Namespace) -> int:
     from pipeline.datasets.imagenet import write_keyword_table
     from pipeline.datasets.voc_tags import voc_split_tags
@@ -416,6 +432,32 @@ def build_parser() -> argparse.ArgumentParser:
                            help="SOD components below this fraction of the image are dropped (default 0.005)")
     add_verbosity(realphoto)
     realphoto.set_defaults(handler=_realphoto_data)
+
+    sod = commands.add_parser(
+        "sod-iou",
+        help="salient-object IoU of S4Net's saliency (or the centre-box prior) against binary saliency masks",
+        description=(
+            "For each MASKS/<id>.png (foreground above 127) with IMAGES/<id>.*: the IoU of the predicted foreground, "
+            "then the mean. S4Net's prediction is the saliency cue's map (the union of the instances scoring at least "
+            "--score-threshold) cut at --foreground; --prior centre-box predicts the middle half of each side "
+            "(x in [W/4, 3W/4], y in [H/4, 3H/4]). The json (written atomically) has one row per photo."
+        ),
+    )
+    what = sod.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", type=Path, help="S4Net checkpoint (model_final.pt)")
+    what.add_argument("--prior", choices=("centre-box",), help="a fixed prior instead of S4Net")
+    sod.add_argument("--images", type=Path, required=True, help="image folder (<id>.jpg, ...)")
+    sod.add_argument("--masks", type=Path, required=True, help="binary mask folder (<id>.png)")
+    sod.add_argument("--ids", type=Path, default=None,
+                     help="only these ids, one per line (e.g. realphoto-data's heldout_sod.txt); default: every mask")
+    sod.add_argument("--out", type=Path, required=True, help="json to write")
+    sod.add_argument("--score-threshold", type=float, default=0.5, help="instances scoring less are not salient")
+    sod.add_argument("--foreground", type=float, default=0.5, help="mask probability that counts a pixel as salient")
+    sod.add_argument("--batch-size", type=positive_int, default=4)
+    sod.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:k]")
+    sod.add_argument("--no-amp", action="store_true", help="S4Net in float32 on CUDA")
+    add_verbosity(sod)
+    sod.set_defaults(handler=_sod_iou)
 
     proxy = commands.add_parser(
         "proxy-labels",
