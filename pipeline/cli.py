@@ -198,6 +198,16 @@ def _sod_iou(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline_labels(args: argparse.Namespace) -> int:
+    from pipeline.proxy_labels.baselines import write_baseline_labels
+
+    counts = write_baseline_labels(args.kind, args.voc_root, args.tags, args.out, ids=args.ids,
+                                   progress=not args.quiet)
+    print(f"{args.kind} baseline: {counts['labelled']} single-tag images labelled, {counts['ignored']} multi-tag "
+          f"images all ignore (255), {counts['untagged']} untagged all background; wrote {args.out}")
+    return 0
+
+
 def _voc_tags(args: argparse.Namespace) -> int:
     from pipeline.datasets.imagenet import write_keyword_table
     from pipeline.datasets.voc_tags import voc_split_tags
@@ -458,6 +468,27 @@ def build_parser() -> argparse.ArgumentParser:
     sod.add_argument("--no-amp", action="store_true", help="S4Net in float32 on CUDA")
     add_verbosity(sod)
     sod.set_defaults(handler=_sod_iou)
+
+    baseline = commands.add_parser(
+        "baseline-labels",
+        help="trivial proxy labels from the image tags alone (whole image or centre box), to score beside the cues",
+        description=(
+            "Write OUT/<image>.png (VOC palette, as proxy-labels writes them) for every image of --tags (wsss "
+            "voc-tags) or of --ids: whole-image labels every pixel with the single tag; centre-box labels the "
+            "middle half of each side with it, the rest background. Multi-tag images get an all-ignore (255) "
+            "label (no guess; wsss score needs a prediction for every ground truth and counts 255 as a miss), "
+            "untagged ones all background. "
+            "Score with `wsss score --pred OUT --gt VOC2012/SegmentationClass --ids LIST`."
+        ),
+    )
+    baseline.add_argument("--kind", choices=("whole-image", "centre-box"), required=True)
+    baseline.add_argument("--voc-root", type=Path, required=True,
+                          help="the VOC2012 folder (its JPEGImages give the sizes)")
+    baseline.add_argument("--tags", type=Path, required=True, help="keyword CSV from wsss voc-tags")
+    baseline.add_argument("--ids", type=Path, default=None, help="only these ids (default: every image of --tags)")
+    baseline.add_argument("--out", type=Path, required=True, help="label folder to write")
+    add_verbosity(baseline)
+    baseline.set_defaults(handler=_baseline_labels)
 
     proxy = commands.add_parser(
         "proxy-labels",
