@@ -33,11 +33,24 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _keywords(args: argparse.Namespace) -> int:
-    from pipeline.datasets.imagenet import keywords_from_folders, load_wnid_map, write_keyword_table
+    from pipeline.datasets.imagenet import (
+        keywords_from_file_names,
+        keywords_from_folders,
+        load_wnid_map,
+        write_keyword_table,
+    )
 
-    entries, skipped = keywords_from_folders(args.images, load_wnid_map(args.wnid_map), split=args.split)
+    wnid_map = load_wnid_map(args.wnid_map)
+    if args.layout == "file-names":
+        entries, skipped = keywords_from_file_names(args.images, wnid_map)
+        what = "images have no wnid prefix or one without a VOC class"
+    else:
+        entries, skipped = keywords_from_folders(args.images, wnid_map, split=args.split)
+        what = "wnid folders have no VOC class"
+    if not entries:
+        raise InputError(args.images, f"no image with a VOC keyword found (layout {args.layout})")
     write_keyword_table(args.out, entries)
-    print(f"wrote {args.out}: {len(entries)} images; {len(skipped)} wnid folders have no VOC class and were skipped")
+    print(f"wrote {args.out}: {len(entries)} images; {len(skipped)} {what} and were skipped")
     return 0
 
 
@@ -389,10 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     keywords = commands.add_parser(
         "keywords",
         help="derive a keyword table from ImageNet wnid folders",
-        description="Write IMAGES-relative paths and VOC keywords for IMAGES/<split>/<wnid>/* using the wnid -> "
-                    "VOC map.",
+        description="Write IMAGES-relative paths and VOC keywords for IMAGES/<split>/<wnid>/* (or, with --layout "
+                    "file-names, for IMAGES/<wnid>_*.JPEG, as ImageNet names its files) using the wnid -> VOC map.",
     )
     keywords.add_argument("--images", type=Path, required=True, help="ImageNet root (holds train/<wnid>/)")
+    keywords.add_argument("--layout", choices=("folders", "file-names"), default="folders",
+                          help="folders: <split>/<wnid>/*; file-names: the wnid is the file name's prefix")
     keywords.add_argument("--out", type=Path, required=True, help="keyword CSV to write")
     keywords.add_argument("--split", default="train", help="sub-folder holding the wnid folders (default train)")
     keywords.add_argument("--wnid-map", type=Path, default=None,

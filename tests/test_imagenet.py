@@ -13,6 +13,7 @@ from pipeline.cli import main as wsss_main
 from pipeline.datasets.imagenet import (
     ImageNetSubset,
     KeywordEntry,
+    keywords_from_file_names,
     keywords_from_folders,
     load_wnid_map,
     read_keyword_table,
@@ -128,3 +129,25 @@ def test_folders_without_voc_class_are_reported(tmp_path: Path) -> None:
     assert skipped == ["n01440764"]  # tench
     with pytest.raises(DatasetError, match="expected ImageNet layout"):
         keywords_from_folders(tmp_path / "train")
+
+
+def test_keywords_from_wnid_file_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("n02085620_7.JPEG", "n01440764_tench.JPEG", "holiday.jpg", "n02123045_tabby.JPEG", "notes.txt"):
+        save_image(tmp_path / "flat" / name, np.zeros((4, 4, 3), np.uint8)) if name.endswith(("JPEG", "jpg")) \
+            else (tmp_path / "flat" / name).write_text("x")
+    entries, skipped = keywords_from_file_names(tmp_path / "flat")
+    assert entries == [KeywordEntry("n02085620_7.JPEG", ("dog",)), KeywordEntry("n02123045_tabby.JPEG", ("cat",))]
+    assert skipped == ["holiday.jpg", "n01440764_tench.JPEG"]  # no wnid; tench has no VOC class
+    out = tmp_path / "kw.csv"
+    assert wsss_main(["keywords", "--images", str(tmp_path / "flat"), "--layout", "file-names", "--out", str(out)]) == 0
+    assert [e.keywords for e in read_keyword_table(out, tmp_path / "flat")] == [("dog",), ("cat",)]
+    assert wsss_main(["keywords", "--images", str(tmp_path), "--layout", "file-names", "--out", str(out)]) != 0
+    assert "no image with a VOC keyword" in capsys.readouterr().err
+
+
+def test_real_imagenet_samples_keywords_from_their_file_names(realdata: Path) -> None:
+    entries, skipped = keywords_from_file_names(realdata / "imagenet_voc_classes")
+    with open(realdata / "imagenet_voc_classes" / "labels.csv", newline="") as handle:
+        expected = {row["filename"]: row["voc_class"] for row in csv.DictReader(handle)}
+    assert skipped == []
+    assert {e.image: e.keywords[0] for e in entries} == expected

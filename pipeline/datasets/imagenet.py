@@ -163,6 +163,32 @@ def keywords_from_folders(
     return entries, skipped
 
 
+
+def keywords_from_file_names(
+    folder: str | os.PathLike, wnid_map: dict[str, str] | None = None
+) -> tuple[list[KeywordEntry], list[str]]:
+    """Keyword entries for the images directly in ``folder`` whose names start with their wnid, as ImageNet
+    names its files (``n02123045_1234.JPEG``, ``n02123045_tabby.JPEG``); paths are relative to ``folder``.
+
+    Returns the entries (sorted by name) and the files skipped: no wnid prefix, or a wnid the map lacks.
+    """
+    folder = Path(folder)
+    wnid_map = load_wnid_map() if wnid_map is None else wnid_map
+    if not folder.is_dir():
+        raise DatasetError(folder, "not a directory (expected images named <wnid>_<anything>.JPEG)")
+    entries: list[KeywordEntry] = []
+    skipped: list[str] = []
+    for image in sorted(folder.iterdir()):
+        if image.suffix.lower() not in IMAGE_EXTENSIONS or image.name.startswith("."):
+            continue
+        match = re.match(r"(n\d{8})_", image.name)
+        voc = wnid_map.get(match[1]) if match else None
+        if voc is None:
+            skipped.append(image.name)
+            continue
+        entries.append(KeywordEntry(image=image.name, keywords=(voc,)))
+    return entries, skipped
+
 class ImageNetSubset:
     """Keyword-tagged images under an ImageNet-layout root.
 
