@@ -61,11 +61,28 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return out.to(x.dtype)
 
 
+class GlobalBatchNormAct2d(GlobalBatchNorm2d):
+    """:class:`GlobalBatchNorm2d` followed by the dropout and activation of the timm ``BatchNormAct2d`` it replaces
+    (same state dict: they hold no tensors)."""
+
+    def __init__(self, *args: object, drop: nn.Module, act: nn.Module, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.drop, self.act = drop, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
 def convert_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with every trained :class:`nn.BatchNorm2d` replaced by a :class:`GlobalBatchNorm2d` (same state)."""
+    """``module`` with every trained :class:`nn.BatchNorm2d` replaced by a :class:`GlobalBatchNorm2d` (same state);
+    timm's ``BatchNormAct2d`` (a BatchNorm2d with an activation inside) by a :class:`GlobalBatchNormAct2d`."""
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, GlobalBatchNorm2d):
-        replacement = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                                        module.track_running_stats, device=_device_of(module))
+        args = (module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        if isinstance(getattr(module, "act", None), nn.Module):
+            replacement = GlobalBatchNormAct2d(*args, drop=getattr(module, "drop", nn.Identity()), act=module.act,
+                                               device=_device_of(module))
+        else:
+            replacement = GlobalBatchNorm2d(*args, device=_device_of(module))
         replacement.load_state_dict(module.state_dict())
         replacement.train(module.training)
         if module.affine:

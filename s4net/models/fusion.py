@@ -21,6 +21,15 @@ def _is_foldable(norm: nn.Module) -> bool:
     return isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats and norm.running_mean is not None
 
 
+def _left_after_fold(norm: nn.Module) -> nn.Module:
+    """What replaces a folded norm: nothing, or the dropout and activation of timm's ``BatchNormAct2d``."""
+    tail = [getattr(norm, name, None) for name in ("drop", "act")]
+    tail = [m for m in tail if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
+    if not tail:
+        return nn.Identity()
+    return tail[0] if len(tail) == 1 else nn.Sequential(*tail)
+
+
 @torch.no_grad()
 def fold_into_conv(conv: nn.Conv2d, norm: nn.Module) -> None:
     """Make ``conv`` compute ``norm(conv(x))`` (in place; ``norm`` must then be dropped)."""
@@ -42,8 +51,9 @@ def fold_batchnorm(module: nn.Module) -> int:
     """Fold every BatchNorm directly after a Conv2d into it, in place; returns how many were folded.
 
     Pairs are found as adjacent children of an ``nn.Sequential`` and as the
-    ``convN``/``bnN`` attributes of torchvision's ResNet blocks. Training-mode
-    BatchNorm is refused: its statistics are not fixed yet.
+    ``convN``/``bnN`` attributes of torchvision's ResNet blocks. A norm with its own activation
+    (timm's ``BatchNormAct2d``) is replaced by that activation. Training-mode BatchNorm is refused:
+    its statistics are not fixed yet.
     """
     folded = 0
     for parent in list(module.modules()):
@@ -61,6 +71,6 @@ def fold_batchnorm(module: nn.Module) -> int:
             if norm.training and isinstance(norm, nn.BatchNorm2d):
                 raise RuntimeError("fold_batchnorm needs eval-mode BatchNorm (call model.eval() first)")
             fold_into_conv(conv, norm)
-            setattr(parent, norm_name, nn.Identity())
+            setattr(parent, norm_name, _left_after_fold(norm))
             folded += 1
     return folded
