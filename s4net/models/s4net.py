@@ -24,7 +24,7 @@ from torchvision.ops import roi_align
 from s4net.config import S4NetConfig
 from s4net.engine.devices import cudnn_autotuning
 from s4net.engine.distributed import global_mean
-from s4net.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from s4net.models.backbones import build_backbone, input_stats
 from s4net.models.box_ops import AnchorGenerator, BoxCoder, Matcher
 from s4net.models.detection import DetectionHead, box_loss, detection_targets, objectness_loss, select_proposals
 from s4net.models.fpn import FeaturePyramid
@@ -82,8 +82,9 @@ class S4Net(nn.Module):
         nn.init.zeros_(self.compress.bias)
         self.roi_masking = RoIMasking(config.masking, config.alpha, SEG_STRIDE, config.roi_output_size)
         self.branch = SegmentationBranch(config.compress_channels, config.branch_channels)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = input_stats(config.backbone)  # the statistics the backbone's ImageNet weights expect
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._anchor_cache: dict[tuple, tuple[Tensor, list[int]]] = {}
         self.inference_only = False
         self.channels_last = False
