@@ -18,6 +18,18 @@ MASKINGS = ("binary", "expanded", "ternary", "roialign", "roipool")
 FPN_LEVELS = ("p3-p6", "p2-p6")
 
 
+def weights_mismatch(backbone: str, pretrained: str | None) -> str | None:
+    """Why the named weight source ``pretrained`` cannot initialise ``backbone`` (None: it can, or it is a path).
+
+    ``"package"`` holds only ``efficientnet_lite0``'s weights; torchvision's cache has none of them.
+    """
+    if pretrained == "package" and backbone != "efficientnet_lite0":
+        return f"'package' holds efficientnet_lite0 weights, not {backbone}'s"
+    if pretrained == "torchvision" and backbone == "efficientnet_lite0":
+        return "torchvision has no efficientnet_lite0 weights: use 'package'"
+    return None
+
+
 @dataclass
 class S4NetConfig:
     """Everything that shapes an S4Net model (and is stored in its checkpoints).
@@ -121,11 +133,9 @@ class S4NetConfig:
         if self.pretrained is not None and self.norm == "gn":
             raise ValueError("S4NetConfig.pretrained weights come with BatchNorm statistics: "
                              "use norm frozen_bn or bn")
-        if self.pretrained == "package" and self.backbone != "efficientnet_lite0":
-            raise ValueError(f"S4NetConfig.pretrained='package' holds efficientnet_lite0 weights, "
-                             f"not {self.backbone}'s")
-        if self.pretrained == "torchvision" and self.backbone == "efficientnet_lite0":
-            raise ValueError("S4NetConfig.pretrained='torchvision' has no efficientnet_lite0 weights: use 'package'")
+        mismatch = weights_mismatch(self.backbone, self.pretrained)
+        if mismatch:
+            raise ValueError(f"S4NetConfig.pretrained: {mismatch}")
         if self.image_size < 32 or self.image_size % 32:
             raise ValueError(f"S4NetConfig.image_size={self.image_size} must be a positive multiple of 32 (e.g. 320)")
         if self.fpn_levels == "p3-p6" and self.image_size < 64:

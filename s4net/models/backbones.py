@@ -20,6 +20,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from s4net.config import weights_mismatch
 from s4net.errors import InputError
 from s4net.models import efficientnet_lite
 
@@ -193,10 +194,11 @@ def build_backbone(name: str, norm: str = "frozen_bn", pretrained: str | None = 
     factory = norm_factory(norm)
     if pretrained is not None and norm == "gn":
         raise ValueError("ImageNet weights come with BatchNorm statistics; use norm='frozen_bn' or 'bn' with them")
+    mismatch = weights_mismatch(name, pretrained)
+    if mismatch:
+        raise ValueError(f"pretrained={pretrained!r}: {mismatch}")
     if name == EFFICIENTNET_LITE0:
         return efficientnet_lite0(norm, pretrained)
-    if pretrained == PACKAGE_WEIGHTS:
-        raise ValueError(f"pretrained='package' holds {EFFICIENTNET_LITE0} weights, not {name}'s")
     if name.startswith("resnet") and name in _WEIGHTS_ENUM:
         net, backbone = _resnet(name, factory)
     elif name == "vgg16":
