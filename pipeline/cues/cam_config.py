@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CAM_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+# efficientnet_lite0 (timm's tf_efficientnet_lite0, dilated to stride 16) is a deviation from the paper's ResNets
+CAM_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,8 @@ class CamConfig:
     """The CAM classifier and how it is trained.
 
     Attributes:
-        backbone: a ResNet; its last stage runs at stride 16 instead of 32 (finer maps).
+        backbone: a ResNet, or ``efficientnet_lite0`` (not the paper's); its last stage runs at stride 16
+            instead of 32 (finer maps).
         size: images are resized to ``size`` x ``size`` for training and for the maps.
         iterations, batch_size, lr, momentum, weight_decay: SGD with the poly schedule (power 0.9).
         holdout: fraction of images kept out of training to report keyword accuracy (0: none).
