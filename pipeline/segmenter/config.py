@@ -15,7 +15,8 @@ class SegmenterConfig:
 
     Attributes:
         arch: ``deeplabv3plus`` or ``deeplabv3``.
-        encoder: a segmentation-models-pytorch encoder name (``resnet101``, ``resnet18``, ...).
+        encoder: a segmentation-models-pytorch encoder name (``resnet101``, ``resnet18``, ...), or
+            ``efficientnet_lite0`` (smp's ``tu-tf_efficientnet_lite0``; not the paper's encoder).
         classes: output classes (21 for VOC: background and 20 objects).
     """
 

@@ -24,8 +24,7 @@ from pipeline.classes import NUM_CLASSES
 from pipeline.cues.crf import CRFConfig, crf_inference
 from pipeline.datasets.voc import VOCSegmentation, write_voc_label
 from pipeline.segmenter.metrics import confusion_matrix, summarise
-from pipeline.segmenter.model import load_segmenter
-from s4net.models.backbones import normalise_imagenet
+from pipeline.segmenter.model import load_segmenter, normalise_input
 
 log = logging.getLogger(__name__)
 STRIDE = 16  # DeepLab's output stride: inputs are padded to a multiple of it
@@ -63,14 +62,15 @@ def _scale_views(model: torch.nn.Module, image: torch.Tensor, scale: float, flip
     """Tensor[V, classes, H, W] softmax of the image at ``scale`` (V=2 with its flip), aligned and resized back.
 
     The resized image is flipped before padding, so both views are padded on their own
-    right and bottom and cropped to the same pixels: aligned for any size.
+    right and bottom and cropped to the same pixels: aligned for any size. Views are normalised
+    with the statistics of the model's encoder (:func:`~pipeline.segmenter.model.normalise_input`).
     """
     height, width = image.shape[-2:]
     h, w = max(STRIDE, round(height * scale)), max(STRIDE, round(width * scale))
     resized = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != (height, width) \
         else image
     views = torch.cat([resized, resized.flip(-1)]) if flip else resized
-    batch = F.pad(normalise_imagenet(views), (0, (-w) % STRIDE, 0, (-h) % STRIDE))  # zero: the mean, normalised
+    batch = F.pad(normalise_input(model, views), (0, (-w) % STRIDE, 0, (-h) % STRIDE))  # zero: the mean, normalised
     probs = torch.softmax(model(batch)[..., :h, :w].float(), dim=1)
     if flip:
         probs = torch.stack([probs[0], probs[1].flip(-1)])

@@ -25,7 +25,7 @@ from pipeline.segmenter.deterministic import masked_cross_entropy_sum
 from pipeline.segmenter.model import SegmenterConfig, build_segmenter, read_segmenter, save_segmenter
 from s4net.engine import LoopSettings, Step, TrainingDiverged, global_mean, poly_factor, run_training
 from s4net.engine.sample_dropout import per_sample_dropout
-from s4net.models.backbones import normalise_imagenet
+from s4net.models.backbones import normalise
 
 SegmenterDiverged = TrainingDiverged  # the name of release 0.1.0
 
@@ -38,7 +38,8 @@ class SegTrainConfig:
         images / labels: roots paired by :func:`pipeline.segmenter.data.find_pairs`; ``ids``
             optionally restricts to a list of label paths.
         out: output folder.
-        model: which DeepLab; ``encoder_weights`` a local ImageNet state dict (None: from scratch).
+        model: which DeepLab; ``encoder_weights`` a local ImageNet state dict, ``"package"`` for
+            ``efficientnet_lite0``'s packaged weights (None: from scratch).
         iterations, batch_size, lr, momentum, weight_decay, power: SGD with the poly schedule (``batch_size``
             is the global batch, split over torchrun's processes)
             ``lr * (1 - it / iterations) ** power``.
@@ -136,7 +137,7 @@ class SegmenterTask:
         images, labels = batch_on_device(batch, step.device)
         for dropout in self.dropouts:
             dropout.draw_for(step.seed, step.samples)
-        logits = model(normalise_imagenet(images))
+        logits = model(normalise(images, self.cfg.model.encoder))  # model may be wrapped (DDP, compile)
         total = segmentation_loss(logits, labels, self.cfg.deterministic)
         # a crop with no labelled pixel teaches nothing (its loss is 0, not 0/0)
         return {"loss": global_mean(total, (labels != IGNORE_INDEX).sum())}
