@@ -112,6 +112,22 @@ def test_voc_protocol_plans_a_labeller_per_saliency_source_and_can_be_left_out(t
     assert "voc_proxy_labels" not in planned_jobs(off.stdout + off.stderr)
 
 
+def test_named_weight_sources_are_flags_not_input_files(tmp_path: Path) -> None:
+    """pretrained/encoder_weights 'package' (EfficientNet-Lite0's) reach the commands and are not planned as files."""
+    (tmp_path / "lite0.yaml").write_text(json.dumps({
+        "s4net": {"pretrained": "package"},
+        "wsss": {"cam": {"backbone": "efficientnet_lite0", "pretrained": "package"},
+                 "segmenter": {"encoder": "efficientnet_lite0", "encoder_weights": "package"}},
+    }))
+    result = snakemake("--dry-run", "--printshellcmds", "--cores", "1", "--configfile", str(DEMO),
+                       str(tmp_path / "lite0.yaml"), "--config", f"results={tmp_path / 'out'}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "--model-config" in output and "--pretrained package" in output
+    assert "--backbone efficientnet_lite0 --pretrained package" in output
+    assert "--encoder efficientnet_lite0 --encoder-weights package" in output
+
+
 def test_full_config_without_its_paths_names_the_missing_one(tmp_path: Path) -> None:
     (tmp_path / "unset.yaml").write_text("data: {salient_train: null, salient_test: null}\n")
     result = snakemake("--dry-run", "--cores", "1", "--configfile", str(FULL), str(tmp_path / "unset.yaml"),

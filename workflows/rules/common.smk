@@ -126,6 +126,15 @@ def job_resources(kind, gpus):
     return {"mem_mb": spec["mem_mb"], "runtime": spec["runtime"], **gpu}
 
 
+NAMED_WEIGHTS = ("torchvision", "package")  # weight sources that are no file: torchvision's cache, Lite0's package
+
+
+def weights_input(name, value):
+    """``{name: value}`` for a weights file a job reads (an input: a missing file stops the plan); nothing for None
+    or a named source (``NAMED_WEIGHTS``)."""
+    return {name: value} if value is not None and value not in NAMED_WEIGHTS else {}
+
+
 def optional_flag(flag, value):
     """``flag value`` (shell-quoted) for a set value, nothing for None."""
     return f"{flag} {shlex.quote(str(value))}" if value is not None else ""

@@ -3,7 +3,7 @@ rule train_s4net:
     input:
         data_input("salient_train", "salient_images"),
         model_config=S4NET["model_config"],
-        **({"pretrained": S4NET["pretrained"]} if S4NET["pretrained"] else {}),
+        **weights_input("pretrained", S4NET["pretrained"]),
     output:
         checkpoint=f"{RESULTS}/s4net/model_final.pt",  # metrics.jsonl and checkpoints/ are not outputs: a rerun resumes from them
     benchmark:

@@ -34,7 +34,7 @@ rule train_cam:
     """The keyword classifier whose class activation maps split the saliency foreground (cue cam_saliency)."""
     input:
         data_input("imagenet", "keywords"),
-        **({"pretrained": WSSS["cam"]["pretrained"]} if WSSS["cam"]["pretrained"] else {}),
+        **weights_input("pretrained", WSSS["cam"]["pretrained"]),
     output:
         cam=f"{RESULTS}/proxy/cam_classifier/cam.pt",
     benchmark:
@@ -116,7 +116,7 @@ rule train_segmenter:
     """DeepLab on one label source: a cue's proxy labels, or the fully supervised reference."""
     input:
         segmenter_labels,
-        **({"encoder_weights": WSSS["segmenter"]["encoder_weights"]} if WSSS["segmenter"]["encoder_weights"] else {}),
+        **weights_input("encoder_weights", WSSS["segmenter"]["encoder_weights"]),
     output:
         checkpoint=f"{RESULTS}/segmenter/{{source}}/model_final.pt",
     benchmark:
