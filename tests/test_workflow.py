@@ -114,8 +114,10 @@ def test_voc_protocol_plans_a_labeller_per_saliency_source_and_can_be_left_out(t
 
 def test_named_weight_sources_are_flags_not_input_files(tmp_path: Path) -> None:
     """pretrained/encoder_weights 'package' (EfficientNet-Lite0's) reach the commands and are not planned as files."""
+    model = (REPO / "workflows" / "configs" / "s4net_demo_model.yaml").read_text()
+    (tmp_path / "model.yaml").write_text(model.replace("backbone: resnet18", "backbone: efficientnet_lite0"))
     (tmp_path / "lite0.yaml").write_text(json.dumps({
-        "s4net": {"pretrained": "package"},
+        "s4net": {"pretrained": "package", "model_config": str(tmp_path / "model.yaml")},
         "wsss": {"cam": {"backbone": "efficientnet_lite0", "pretrained": "package"},
                  "segmenter": {"encoder": "efficientnet_lite0", "encoder_weights": "package"}},
     }))
