@@ -6,6 +6,10 @@ The choices are ours: every ILSVRC synset that is a kind of one of the 20 PASCAL
 classes (all 118 dog breeds -> dog, all birds -> bird, ...). Synsets that only look
 related (wolves, wild cats, trucks, zebra, water buffalo) are left out, as is anything
 VOC labels as background.
+
+``imagenet_index`` is the synset's class index in ILSVRC-2012 classifiers: its position among the
+1000 wnids sorted (the order of the class list, which is sorted, and of torchvision's and timm's
+ImageNet heads).
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ def main(classes_tsv: str, out: str = "pipeline/datasets/wnid_to_voc.tsv") -> No
                 raise SystemExit(f"{wnid} is not an ILSVRC-1000 synset")
             mapping[wnid] = voc
     order = {wnid: i for i, (wnid, _) in enumerate(rows)}
-    lines = ["wnid\timagenet_label\tvoc_class"]
-    lines += [f"{w}\t{labels[w]}\t{mapping[w]}" for w in sorted(mapping, key=order.__getitem__)]
+    index = {wnid: i for i, wnid in enumerate(sorted(labels))}  # a classifier's class index: sorted wnid order
+    lines = ["wnid\timagenet_label\tvoc_class\timagenet_index"]
+    lines += [f"{w}\t{labels[w]}\t{mapping[w]}\t{index[w]}" for w in sorted(mapping, key=order.__getitem__)]
     Path(out).write_text("\n".join(lines) + "\n")
     print(f"wrote {out}: {len(mapping)} synsets")
 

@@ -47,19 +47,26 @@ class KeywordSample:
     keywords: tuple[str, ...]
 
 
-def load_wnid_map(path: str | os.PathLike | None = None) -> dict[str, str]:
-    """The ``wnid -> VOC class`` map: the shipped one (244 ILSVRC synsets) or a TSV of your own.
-
-    The TSV has a header and columns ``wnid``, ``imagenet_label``, ``voc_class``.
-    """
+def _wnid_map_rows(path: str | os.PathLike | None) -> tuple[str | Path, list[tuple[int, dict[str, str]]]]:
+    """(source, [(line number, row)]) of the shipped ``wnid -> VOC class`` TSV or of the one at ``path``."""
     if path is None:
         text = resources.files("pipeline.datasets").joinpath("wnid_to_voc.tsv").read_text(encoding="utf-8")
         source: str | Path = "pipeline/datasets/wnid_to_voc.tsv"
     else:
         source = Path(path)
         text = source.read_text(encoding="utf-8-sig")
+    return source, list(enumerate(csv.DictReader(io.StringIO(text), delimiter="\t"), start=2))
+
+
+def load_wnid_map(path: str | os.PathLike | None = None) -> dict[str, str]:
+    """The ``wnid -> VOC class`` map: the shipped one (244 ILSVRC synsets) or a TSV of your own.
+
+    The TSV has a header and columns ``wnid``, ``imagenet_label``, ``voc_class`` (others, such as
+    the shipped map's ``imagenet_index``, are not read here).
+    """
+    source, rows = _wnid_map_rows(path)
     mapping: dict[str, str] = {}
-    for number, row in enumerate(csv.DictReader(io.StringIO(text), delimiter="\t"), start=2):
+    for number, row in rows:
         wnid, voc = (row.get("wnid") or "").strip(), (row.get("voc_class") or "").strip()
         if voc not in _FOREGROUND:
             raise DatasetError(source, f"line {number}: {voc!r} is not a VOC class")
@@ -67,6 +74,24 @@ def load_wnid_map(path: str | os.PathLike | None = None) -> dict[str, str]:
             raise DatasetError(source, f"line {number}: {wnid!r} is not a WordNet id like n02084071")
         mapping[wnid] = voc
     return mapping
+
+
+def voc_imagenet_indices(path: str | os.PathLike | None = None) -> dict[str, tuple[int, ...]]:
+    """VOC class -> the ILSVRC-2012 class indices mapped to it, from the map's ``imagenet_index`` column.
+
+    A synset's index is its position among the 1000 ILSVRC-2012 wnids sorted, the order of
+    ImageNet classifiers' outputs (``tools/build_wnid_map.py`` writes the column). Every VOC
+    class of :data:`~pipeline.classes.FOREGROUND_CLASSES` is a key (an empty tuple if none maps to it).
+    """
+    source, rows = _wnid_map_rows(path)
+    load_wnid_map(path)  # the wnid and voc_class columns, checked
+    indices: dict[str, list[int]] = {name: [] for name in FOREGROUND_CLASSES}
+    for number, row in rows:
+        text = (row.get("imagenet_index") or "").strip()
+        if not text.isdigit() or int(text) >= 1000:
+            raise DatasetError(source, f"line {number}: imagenet_index {text!r} is not an ILSVRC class index 0-999")
+        indices[row["voc_class"].strip()].append(int(text))
+    return {name: tuple(values) for name, values in indices.items()}
 
 
 def parse_keywords(text: str, source: str | os.PathLike, line: int) -> tuple[str, ...]:
