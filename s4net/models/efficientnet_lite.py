@@ -117,15 +117,18 @@ def load_into(model: nn.Module, path: str | Path | None = None, prefix: str = ""
     log.info("loaded EfficientNet-Lite0 ImageNet weights from %s (%d tensors)", source, len(own))
 
 
-def imagenet_classifier(pretrained: bool = True, path: str | Path | None = None) -> nn.Module:
+def imagenet_classifier(pretrained: bool = True, path: str | Path | None = None, output_stride: int = 32) -> nn.Module:
     """timm's ``tf_efficientnet_lite0`` with its 1000-way ImageNet classifier, in eval mode.
 
     Classes are in the order of the sorted ILSVRC-2012 wnids; inputs are RGB in [0, 1]
-    normalised by :data:`LITE0_MEAN` and :data:`LITE0_STD`.
+    normalised by :data:`LITE0_MEAN` and :data:`LITE0_STD`. ``output_stride`` 16 (or 8) dilates
+    the last stages instead of striding them (same weights, finer feature map).
     """
     import timm  # segmentation-models-pytorch depends on it
 
-    model = timm.create_model(ARCHITECTURE, pretrained=False)
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride={output_stride}; expected 8, 16 or 32")
+    model = timm.create_model(ARCHITECTURE, pretrained=False, output_stride=output_stride)
     if pretrained:
         load_into(model, path)
     return model.eval()
