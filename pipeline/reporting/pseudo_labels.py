@@ -39,7 +39,7 @@ ANCHORS: tuple[Anchor, ...] = (
 )
 
 LABELLER_TITLES = {"instances": "S4Net instances (ours)", "saliency": "S4Net saliency",
-                   "cam_saliency": "CAM + S4Net saliency"}
+                   "cam_saliency": "CAM + S4Net saliency", "cam": "CAM alone (background threshold)"}
 
 
 def labeller_title(name: str) -> str:

@@ -27,7 +27,7 @@ from s4net.io.images import load_rgb
 log = logging.getLogger(__name__)
 
 SOURCE_TITLES = {"instances": "S4Net instances (ours)", "saliency": "saliency (Table-5 baseline)",
-                 "cam_saliency": "CAM + saliency (Table 5's Att + Sal)",
+                 "cam_saliency": "CAM + saliency (Table 5's Att + Sal)", "cam": "CAM alone (background threshold)",
                  "ground_truth": "ground truth (fully supervised)"}
 STYLE = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
          "th,td{border:1px solid #bbb;padding:4px 10px;text-align:right}th{background:#eee}"
