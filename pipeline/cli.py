@@ -516,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
             "whose PNG checksum and settings match are skipped. Bad images are skipped and listed."
         ),
     )
-    _add_images_options(proxy, "S4Net checkpoint (model_final.pt); not needed (and not read) with --saliency-maps")
+    _add_images_options(proxy, "S4Net checkpoint (model_final.pt); not needed (and not read) with --saliency-maps "
+                               "or --cue cam")
     proxy.add_argument("--out", type=Path, required=True, help="output folder")
     proxy.add_argument("--cue", choices=CUES, default="instances",
                        help="instances (the method), saliency (the baseline: one class-agnostic map), cam_saliency "
