@@ -455,3 +455,36 @@ def test_readme_wnid_map_counts_match_the_shipped_map() -> None:
     e.says(README, f"names {len(rows)} ILSVRC-1000 synsets under the 20 VOC classes (all {per_class['dog']} dog "
                    f"breeds -> dog, {per_class['bird']} birds -> bird", "pipeline/datasets/wnid_to_voc.tsv")
     e.done()
+
+
+def test_readme_imagenet_cam_numbers_match_imagenet_cam_choice_json() -> None:
+    """The README's `--cam imagenet` bullet: how the ImageNet CAM's settings were chosen on the COCO dev set and what
+    the default scores on the real VOC images and the ImageNet samples (bench/results/imagenet_cam_choice.json)."""
+    e = Expect()
+    data = result("imagenet_cam_choice.json")
+    src = "bench/results/imagenet_cam_choice.json"
+    default, dev, test = data["default"], data["dev"], data["test"]
+    assert (default["pooling"], default["size"], default["output_stride"]) == ("max", 448, 16), (
+        f"{src}: default; the README names max pooling, 448 px and stride 16 as the defaults")
+    at = {(v["pooling"], v["size"], v["output_stride"]): pct(v["mIoU"]["0.25"]) for v in dev["variants"]}
+    e.says(README, f"measured on {dev['images']} COCO images with VOC-class masks", f"{src}: dev.images")
+    e.says(README, f"the `cam` labeller's mIoU at threshold 0.25 was {at[('max', 448, 16)]} with max pooling against "
+                   f"{at[('top', 448, 16)]} (the top class's map), {at[('weighted', 448, 16)]} (softmax-weighted) and "
+                   f"{at[('sum', 448, 16)]} (summed logits); {at[('max', 224, 16)]}, {at[('max', 320, 16)]} and "
+                   f"{at[('max', 640, 16)]} at 224, 320 and 640 px; {at[('max', 448, 32)]} at stride 32",
+           f"{src}: dev.variants[*].mIoU['0.25']")
+    cam = {threshold: pct(scores["mIoU"]) for threshold, scores in test["cam"].items()}
+    e.says(README, f"On the {test['images']} real VOC images of `../shared` (tags from the {test['tags']}",
+           f"{src}: test.images, test.tags")
+    e.says(README, f"`cam` {cam['0.25']} at threshold 0.25 and {cam['0.3']} at the default "
+                   f"{default['cam_threshold']:g} ({cam['0.15']} / {cam['0.2']} / {cam['0.35']} / {cam['0.4']} at "
+                   "0.15 / 0.2 / 0.35 / 0.4: reported, not tuned on)",
+           f"{src}: test.cam[*].mIoU, default.cam_threshold")
+    e.says(README, f"`cam_saliency` with oracle saliency maps {pct(test['cam_saliency_oracle']['mIoU'])} (`saliency` "
+                   f"alone on the same maps {pct(test['saliency_oracle']['mIoU'])}: it leaves the "
+                   f"{test['multi_keyword_images']} multi-keyword images ignore)",
+           f"{src}: test.cam_saliency_oracle.mIoU, test.saliency_oracle.mIoU, test.multi_keyword_images")
+    samples = data["imagenet_samples"]["poolings"][default["pooling"]]
+    e.says(README, f"On the {samples['images']} ImageNet samples, the sample's VOC class has the highest pooled score "
+                   f"{samples['hits']} times with max pooling", f"{src}: imagenet_samples.poolings.max")
+    e.done()
