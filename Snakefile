@@ -9,6 +9,8 @@ include: "workflows/rules/common.smk"
 
 report: "workflows/report/workflow.rst"
 
+include: "workflows/rules/provenance.smk"
+
 if DEMO:
     include: "workflows/rules/demo_data.smk"
 elif not SETTINGS["data"]["keywords"]:

@@ -196,21 +196,3 @@ rule score_proxy_labels:
         **job_resources("light", gpus="none"),
     shell:
         "wsss score --pred {params.labels:q} --gt {params.gt:q} --out {output.scores:q} > {log:q} 2>&1"
-
-
-rule provenance:
-    """The settings this DAG ran with, the code version and the Python environment."""
-    output:
-        settings=f"{RESULTS}/provenance/settings.json",
-        code=f"{RESULTS}/provenance/code.json",
-        environment=f"{RESULTS}/provenance/pip_freeze.txt",
-    log:
-        f"{RESULTS}/logs/provenance.log",
-    params:
-        out=lambda wildcards, output: os.path.dirname(output.settings),
-        settings=json.dumps(SETTINGS, sort_keys=True),
-    threads: JOBS["light"]["threads"]
-    resources:
-        **job_resources("light", gpus="none"),
-    shell:
-        "wsss provenance --out {params.out:q} --settings {params.settings:q} > {log:q} 2>&1"
