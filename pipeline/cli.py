@@ -251,6 +251,33 @@ def _pseudo_label_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _realphoto_report(args: argparse.Namespace) -> int:
+    from pipeline.datasets.voc import read_id_list
+    from pipeline.reporting.realphoto import label_sheet, markdown_table, realphoto_summary
+    from pipeline.reporting.report import read_benchmarks
+    from s4net.io.atomic import atomic_path, atomic_write_text, write_json
+
+    scores = {name: read_json(path, "wsss score json") for name, path in named_pairs(args.scores, "--scores")}
+    sod = {name: read_json(path, "wsss sod-iou json") for name, path in named_pairs(args.sod, "--sod")}
+    s4net = {name: read_json(path, "s4net evaluate json") for name, path in named_pairs(args.s4net, "--s4net")}
+    labels = {name: Path(path) for name, path in named_pairs(args.labels, "--labels")}
+    data = read_json(args.data, "wsss realphoto-data summary") if args.data is not None else None
+    runtimes = read_benchmarks(args.benchmarks) if args.benchmarks is not None else []
+    summary = realphoto_summary(scores, sod, s4net, data, runtimes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.code is not None:
+        summary = {"code": read_json(args.code, "wsss provenance code.json"), **summary}
+    sheet = label_sheet(args.voc_root, read_id_list(args.ids), labels)
+    with atomic_path(args.out / "label_sheet.jpg") as tmp:
+        sheet.save(tmp, format="JPEG", quality=85)
+    table = markdown_table(summary)
+    atomic_write_text(args.out / "tables.md", table)
+    write_json(args.out / "summary.json", summary, indent=2)
+    print(table, end="")
+    print(f"wrote {args.out}/summary.json, tables.md and label_sheet.jpg")
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from pipeline.datasets.voc import read_id_list, read_voc_label
     from pipeline.segmenter.metrics import format_table, score_folders, summarise
@@ -757,6 +784,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True)
     add_verbosity(report)
     report.set_defaults(handler=_report)
+
+    realphoto = commands.add_parser(
+        "realphoto-report",
+        help="the real-photo run's summary: VOC pseudo labels by labeller, salient-object IoU, a label sheet",
+        description="Write OUT/summary.json, OUT/tables.md and OUT/label_sheet.jpg (each VOC image beside its "
+                    "truth and every labeller's labels) from the files the real-photo run's jobs wrote.",
+    )
+    realphoto.add_argument("--scores", nargs="+", required=True, metavar="NAME=PATH",
+                           help="wsss score json per labeller")
+    realphoto.add_argument("--sod", nargs="*", default=[], metavar="NAME=PATH", help="wsss sod-iou json per source")
+    realphoto.add_argument("--s4net", nargs="*", default=[], metavar="NAME=PATH", help="s4net evaluate json per model")
+    realphoto.add_argument("--labels", nargs="+", required=True, metavar="NAME=DIR", help="label folder per labeller")
+    realphoto.add_argument("--voc-root", type=Path, required=True, help="VOC folder with JPEGImages, SegmentationClass")
+    realphoto.add_argument("--ids", type=Path, required=True, help="the ids labelled, one per line")
+    realphoto.add_argument("--data", type=Path, default=None, help="wsss realphoto-data's summary.json (counts)")
+    realphoto.add_argument("--benchmarks", type=Path, default=None, help="folder of Snakemake benchmark .tsv files")
+    realphoto.add_argument("--code", type=Path, default=None, help="wsss provenance's code.json (the commit)")
+    realphoto.add_argument("--out", type=Path, required=True)
+    add_verbosity(realphoto)
+    realphoto.set_defaults(handler=_realphoto_report)
     return parser
 
 

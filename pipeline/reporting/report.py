@@ -230,16 +230,17 @@ def prediction_overlays(inputs: ReportInputs) -> bytes | None:
 
 
 def read_benchmarks(folder: Path) -> list[dict[str, Any]]:
-    """One row per Snakemake benchmark file: rule (file stem), wall seconds, max RSS (MiB)."""
+    """One row per Snakemake benchmark file (sub-folders too): job (its path less ``.tsv``), wall seconds, max RSS
+    (MiB)."""
     rows = []
-    for path in sorted(Path(folder).glob("*.tsv")):
+    for path in sorted(Path(folder).rglob("*.tsv")):
         with open(path, newline="") as handle:
             records = list(csv.DictReader(handle, delimiter="\t"))
         if not records:
             continue
         last = records[-1]
         rss = last.get("max_rss", "NA")
-        rows.append({"job": path.stem, "seconds": float(last["s"]),
+        rows.append({"job": path.relative_to(folder).with_suffix("").as_posix(), "seconds": float(last["s"]),
                      "max_rss_mib": float(rss) if rss not in ("NA", "", "-") else None})
     return rows
 
