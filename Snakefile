@@ -11,19 +11,27 @@ report: "workflows/report/workflow.rst"
 
 include: "workflows/rules/provenance.smk"
 
-if DEMO:
-    include: "workflows/rules/demo_data.smk"
-elif not SETTINGS["data"]["keywords"]:
-    include: "workflows/rules/data.smk"
-include: "workflows/rules/s4net.smk"
-include: "workflows/rules/wsss.smk"
-include: "workflows/rules/voc_protocol.smk"
-include: "workflows/rules/report.smk"
-include: "workflows/rules/experiments.smk"
 
+if SETTINGS["realphoto"]["enabled"]:  # workflows/configs/realphoto.yaml: the real-photo run alone
+    include: "workflows/rules/realphoto.smk"
 
-rule all:  # the default target; the ablations run with `snakemake experiments`
-    input:
-        rules.report.output.summary,
-        rules.provenance.output.settings,
-        rules.voc_pseudo_labels.output.summary if VOC_PROTOCOL["enabled"] else [],
+    rule all:
+        input:
+            rules.realphoto.output.summary,
+
+else:
+    if DEMO:
+        include: "workflows/rules/demo_data.smk"
+    elif not SETTINGS["data"]["keywords"]:
+        include: "workflows/rules/data.smk"
+    include: "workflows/rules/s4net.smk"
+    include: "workflows/rules/wsss.smk"
+    include: "workflows/rules/voc_protocol.smk"
+    include: "workflows/rules/report.smk"
+    include: "workflows/rules/experiments.smk"
+
+    rule all:  # the default target; the ablations run with `snakemake experiments`
+        input:
+            rules.report.output.summary,
+            rules.provenance.output.settings,
+            rules.voc_pseudo_labels.output.summary if VOC_PROTOCOL["enabled"] else [],

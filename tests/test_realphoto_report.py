@@ -1,8 +1,10 @@
-"""The real-photo run's summary: rows by labeller with titles, SOD IoU, the label sheet."""
+"""The real-photo run's summary: rows by labeller with titles, SOD IoU, the label sheet, and the workflow's plan."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ from PIL import Image
 from pipeline.cli import main as wsss
 from pipeline.datasets.voc import write_voc_label
 from pipeline.reporting.realphoto import TILE_HEIGHT, label_sheet, realphoto_summary, title
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _voc(root: Path) -> list[str]:
@@ -73,3 +77,26 @@ def test_cli_writes_summary_table_and_sheet(tmp_path):
     assert "S4Net-Lite0 (real photos): instances | 100.0" in (out / "tables.md").read_text()
     assert Image.open(out / "label_sheet.jpg").format == "JPEG"
 
+
+def test_workflow_plans_the_real_photo_run(tmp_path):
+    """realphoto.yaml replaces the default target; a baseline S4Net adds its rows."""
+    snakemake = Path(sys.executable).with_name("snakemake")
+    baseline = tmp_path / "baseline.pt"
+    baseline.write_bytes(b"x")
+    (tmp_path / "voc2012_seg16").mkdir()
+    (tmp_path / "imagenet_voc_classes").mkdir()
+    config = tmp_path / "extra.yaml"
+    config.write_text(f"results: {tmp_path / 'out'}\nrealphoto:\n  baseline_s4net: {baseline}\n"
+                      f"  realdata: {tmp_path}\n")
+    done = subprocess.run([str(snakemake), "-n", "--quiet", "rules", "--configfile",
+                           "workflows/configs/realphoto.yaml", str(config)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = done.stdout + done.stderr
+    for rule in ("realphoto_train_s4net", "realphoto_labels", "realphoto_sod_iou", "realphoto_train_cam"):
+        assert rule in plan
+    assert "train_segmenter" not in plan and "demo_data" not in plan
+    counts = {line.split()[0]: int(line.split()[1]) for line in plan.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["realphoto_labels"] == 9  # 7 labellers, plus the baseline S4Net's instances and saliency
+    assert counts["realphoto_sod_iou"] == 3 and counts["realphoto_instance_classifier"] == 2
