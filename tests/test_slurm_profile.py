@@ -18,7 +18,7 @@ PROFILE = REPO / "workflows" / "profiles" / "slurm" / "config.yaml"
 CONFIGS = REPO / "workflows" / "configs"
 # the workflow configs (the other yaml files in workflows/configs are model configs and the paper's tables); with
 # them every rule file is included at least once (checked below)
-WORKFLOW_CONFIGS = ("demo.yaml", "experiments.yaml", "full.yaml")
+WORKFLOW_CONFIGS = ("demo.yaml", "experiments.yaml", "full.yaml", "realphoto.yaml")
 # full.yaml names no data; any path parses (nothing is planned, so nothing is looked for)
 PLACEHOLDER_DATA = {key: f"/placeholder/{key}" for key in
                     ("salient_train", "salient_test", "salient_images", "imagenet", "voc_root")}
