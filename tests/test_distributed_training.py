@@ -34,6 +34,9 @@ from helpers import SMALL_S4NET
 
 BIN = Path(sys.executable).parent
 ATOL = 1e-4
+# A 2-rank state resumed on one process for up to 4 steps: 7e-7 here, but 1.15e-4 once on the CI machine (another
+# CPU's kernels, differences grown over the steps); the same check without --sync-bn differs by about 0.2.
+RESUME_ATOL = 1e-3
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "S4NET_DIST_TIMEOUT": "60"}
 
 
@@ -214,7 +217,7 @@ def test_sigterm_checkpoints_the_current_step_and_both_world_sizes_resume(traine
     assert_same_weights(out / "cam.pt", cam_reference)
     assert metrics_iterations(out) == list(range(1, 7))
     run(trainer.command(resumed_one, 6))  # (c): the 2-rank state, one process
-    assert max_difference(resumed_one / "cam.pt", cam_reference) < ATOL
+    assert max_difference(resumed_one / "cam.pt", cam_reference) < RESUME_ATOL
 
 
 @pytest.mark.slow  # by default a 2-rank run is stopped by SIGTERM and resumed (above)
