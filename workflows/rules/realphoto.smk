@@ -54,6 +54,7 @@ def real_labeller_command(wildcards, input, output):
     common = f"wsss proxy-labels --images {images} --keywords {tags} --out {shlex.quote(out)} --device {DEVICE} -q"
     if cue == "imagenet_cam":
         return f"{common} --cue cam --cam imagenet"
+    common += f" --score-threshold {WSSS['score_threshold']}"
     flags = f"--checkpoint {shlex.quote(input.checkpoint)}"
     if cue == "instances":
         return f"{common} --cue instances {flags} --classifier {shlex.quote(input.classifier)}"
@@ -182,7 +183,8 @@ rule realphoto_sod_iou:
     wildcard_constraints:
         source="|".join(REAL_SOD_SOURCES),
     params:
-        model=lambda wildcards, input: (f"--checkpoint {shlex.quote(input.checkpoint[0])}" if input.checkpoint
+        model=lambda wildcards, input: (f"--checkpoint {shlex.quote(input.checkpoint[0])} "
+                                        f"--score-threshold {WSSS['score_threshold']}" if input.checkpoint
                                         else "--prior centre-box"),
         images=f"{REAL_SOD}/images",
         masks=f"{REAL_SOD}/masks",
@@ -227,6 +229,7 @@ rule realphoto_instance_classifier:
     params:
         images=REAL_IMAGENET,
         seed=SEED,
+        score_threshold=WSSS["score_threshold"],
         device=DEVICE,
     threads: JOBS["instance_classifier"]["threads"]
     resources:
@@ -234,7 +237,8 @@ rule realphoto_instance_classifier:
     shell:
         launch_single("realphoto_instance_classifier")
         + "wsss instance-classifier --checkpoint {input.checkpoint:q} --images {params.images:q} "
-        "--keywords {input.keywords:q} --out {output.classifier:q} --seed {params.seed} --device {params.device} "
+        "--keywords {input.keywords:q} --out {output.classifier:q} --seed {params.seed} "
+        "--score-threshold {params.score_threshold} --device {params.device} "
         "--quiet > {log:q} 2>&1"
 
 
