@@ -488,3 +488,33 @@ def test_readme_imagenet_cam_numbers_match_imagenet_cam_choice_json() -> None:
     e.says(README, f"On the {samples['images']} ImageNet samples, the sample's VOC class has the highest pooled score "
                    f"{samples['hits']} times with max pooling", f"{src}: imagenet_samples.poolings.max")
     e.done()
+
+
+def test_real_photo_numbers_match_realphoto_summary_json() -> None:
+    """The real-photo run (workflows/configs/realphoto.yaml; its report's summary.json committed as
+    bench/results/realphoto_summary.json): the VOC table by labeller, salient-object IoU, S4Net-Lite0's mAP, the
+    training set's size and the run's job time, in RESULTS.md and the README."""
+    e = Expect()
+    src = "bench/results/realphoto_summary.json"
+    data = result("realphoto_summary.json")
+
+    def cell(value: float | None) -> str:
+        return "" if value is None else pct(value)
+
+    for row in data["voc_pseudo_labels"]["rows"]:
+        e.says(DOC, f"| {row['title']} | {cell(row['mIoU_ignore_as_background'])} | {cell(row['mIoU'])} | "
+                    f"{cell(row['coverage'])} | {cell(row['mean_precision'])} | {cell(row['mean_recall'])} |",
+               f"{src}: voc_pseudo_labels.rows ({row['labeller']})")
+    for name, row in data["salient_object_iou"].items():
+        e.says(DOC, f"| {row['title']} | {cell(row['mean_iou'])} | {row['images']} |",
+               f"{src}: salient_object_iou.{name}")
+    lite0 = data["s4net"]["lite0"]
+    e.says(DOC, f"mask mAP@0.5 {pct(lite0['mAP50'])} and mAP@0.7 {pct(lite0['mAP70'])} on the "
+                f"{lite0['images']} held-out SOD photos", f"{src}: s4net.lite0")
+    train = data["training_set"]["train"]
+    e.both(f"{train['images']} photos with {train['instances']} salient instances", f"{src}: training_set.train")
+    rows = {row["labeller"]: row for row in data["voc_pseudo_labels"]["rows"]}
+    e.both(f"instances cue's pseudo-label mIoU {cell(rows['lite0/instances']['mIoU_ignore_as_background'])}",
+           f"{src}: voc_pseudo_labels.rows (lite0/instances)")
+    e.both(f"{data['runtimes']['total_job_seconds'] / 60:.1f} minutes of jobs", f"{src}: runtimes.total_job_seconds")
+    e.done()
