@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_DIR   ?= demo_out
-CORES      ?= 2
+# make demo's snakemake --cores: every core of the machine unless given (make demo CORES=4)
+CORES      ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 
 .PHONY: venv demo test lint clean-demo
 
