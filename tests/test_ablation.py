@@ -147,3 +147,62 @@ def test_tiny_experiments_run_end_to_end(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "experiments" / "backbone.md").exists()  # an empty study is skipped
     # Fig. 6, binary vs ternary
     assert len(list((tmp_path / "out" / "experiments" / "gradient_maps").glob("*.png"))) == 8
+
+
+def _experiments_plan(tmp_path: Path, *configs: Path) -> dict[str, str]:
+    """Job counts of the experiments target's dry run with experiments_small.yaml and the given config files."""
+    result = subprocess.run([str(BIN / "snakemake"), "experiments", "--directory", str(REPO), "--dry-run",
+                             "--cores", "2", "--configfile",
+                             str(REPO / "workflows" / "configs" / "experiments_small.yaml"), *map(str, configs),
+                             "--config", f"results={tmp_path / 'out'}"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return dict(line.split() for line in result.stdout.splitlines()
+                if line.split()[:1] and line.split()[0].startswith("experiment") and len(line.split()) == 2)
+
+
+def test_kept_runs_are_read_not_trained_again(tmp_path: Path) -> None:
+    """A run whose metrics (and the gradient maps) sit in experiments.kept is not planned; the others are."""
+    from s4net.reproduction.variants import variant_run
+
+    kept = tmp_path / "kept"
+    config = tmp_path / "kept.yaml"
+    config.write_text(f"experiments:\n  kept: {kept}\n")
+    # experiments_small.yaml: 10 distinct runs (5 maskings, 6 alphas, ternary = 1/3) x 3 seeds, no peers
+    assert _experiments_plan(tmp_path, config)["experiment_train"] == "30"
+    for variant, seed in (("binary", 0), ("roialign", 2)):
+        metrics = kept / "runs" / variant_run("masking", variant, "resnet18") / f"seed{seed}" / "test_metrics.json"
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text('{"mAP50": 0.5, "mAP70": 0.3}')
+    (kept / "gradient_maps").mkdir()
+    # an empty maps folder is not kept maps: the gradient maps still need binary's seed-0 checkpoint, trained again
+    plan = _experiments_plan(tmp_path, config)
+    assert plan["experiment_train"] == "29" and plan["experiment_evaluate"] == "28"
+    assert plan["experiment_gradients"] == "1" and plan["experiment_table"] == "2"
+    (kept / "gradient_maps" / "binary_vs_ternary.png").write_bytes(b"png")
+    plan = _experiments_plan(tmp_path, config)
+    assert plan["experiment_train"] == "28" and plan["experiment_evaluate"] == "28"
+    assert "experiment_gradients" not in plan and plan["experiment_table"] == "2"
+
+
+def test_keep_runs_copies_finished_runs_and_never_overwrites(tmp_path: Path) -> None:
+    experiments, kept = tmp_path / "out" / "experiments", tmp_path / "kept"
+    done = experiments / "runs" / "masking-binary" / "seed0" / "test_metrics.json"
+    done.parent.mkdir(parents=True)
+    done.write_text('{"mAP50": 0.5}')
+    (experiments / "runs" / "masking-ternary" / "seed0").mkdir(parents=True)  # unfinished: no metrics yet
+    (experiments / "runs" / "masking-ternary" / "seed0" / "last.pt").write_bytes(b"state")
+    (experiments / "gradient_maps").mkdir()
+    (experiments / "gradient_maps" / "maps.png").write_bytes(b"png")
+    command = [sys.executable, str(REPO / "tools" / "keep_runs.py"), str(experiments), str(kept)]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0 and "copied 2, already kept 0" in first.stdout, first.stderr
+    assert (kept / "runs" / "masking-binary" / "seed0" / "test_metrics.json").read_text() == '{"mAP50": 0.5}'
+    assert not (kept / "runs" / "masking-ternary").exists()
+    done.write_text('{"mAP50": 0.9}')  # a rerun that differs: the kept record stays
+    second = subprocess.run(command, capture_output=True, text=True)
+    assert "copied 0, already kept 1, differing (left as kept) 1" in second.stdout
+    assert "differs from the kept" in second.stderr
+    assert (kept / "runs" / "masking-binary" / "seed0" / "test_metrics.json").read_text() == '{"mAP50": 0.5}'
+    missing = subprocess.run([sys.executable, str(REPO / "tools" / "keep_runs.py"), str(tmp_path / "nope"), str(kept)],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "no such experiments folder" in missing.stderr

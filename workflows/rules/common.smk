@@ -202,12 +202,30 @@ def experiment_peers(study):
     return study_peers(study, STUDIES[study], EXPERIMENTS["base_backbone"])
 
 
+def kept_or_run(path):
+    """A run's metrics file under EXPERIMENT_DIR, or its copy in experiments.kept when one is there (that run is then
+    read, not trained again: finished runs survive a fresh checkout when the kept folder is committed)."""
+    if EXPERIMENTS["kept"]:
+        kept = os.path.join(EXPERIMENTS["kept"], os.path.relpath(path, EXPERIMENT_DIR))
+        if os.path.isfile(kept):
+            return kept
+    return path
+
+
+def kept_gradient_maps():
+    """experiments.kept's gradient_maps folder when it holds the maps, else None."""
+    folder = os.path.join(EXPERIMENTS["kept"], "gradient_maps") if EXPERIMENTS["kept"] else None
+    return folder if folder and os.path.isdir(folder) and os.listdir(folder) else None
+
+
 def study_runs(study):
-    """Every (variant, seed) metrics file of a study, in config order; its Mask R-CNN peers last."""
+    """Every (variant, seed) metrics file of a study, in config order; its Mask R-CNN peers last. A run kept in
+    experiments.kept is named by its kept copy."""
     runs = [(variant, f"{run_folder(study, variant, seed)}/test_metrics.json")
             for variant in STUDIES[study] for seed in EXPERIMENTS["seeds"]]
-    return runs + [(name, f"{EXPERIMENT_DIR}/peers/maskrcnn-{backbone}/seed{seed}/test_metrics.json")
-                   for name, (backbone, _) in experiment_peers(study).items() for seed in EXPERIMENTS["seeds"]]
+    runs += [(name, f"{EXPERIMENT_DIR}/peers/maskrcnn-{backbone}/seed{seed}/test_metrics.json")
+             for name, (backbone, _) in experiment_peers(study).items() for seed in EXPERIMENTS["seeds"]]
+    return [(name, kept_or_run(path)) for name, path in runs]
 
 
 # The VOC pseudo-label protocol (voc_protocol.smk)

@@ -200,4 +200,5 @@ rule experiments:
     """Every study with at least one variant, and the gradient maps when both binary and ternary are studied."""
     input:
         [f"{EXPERIMENT_DIR}/{study}.md" for study, variants in STUDIES.items() if variants],
-        [rules.experiment_gradients.output.maps] if {"binary", "ternary"} <= set(STUDIES["masking"]) else [],
+        ([rules.experiment_gradients.output.maps] if {"binary", "ternary"} <= set(STUDIES["masking"])
+         and not kept_gradient_maps() else []),
