@@ -372,6 +372,18 @@ def test_pooling_baselines_give_fixed_size_regions() -> None:
         RoIMasking("ternary")(features, boxes, torch.tensor([0]), None)
 
 
+@pytest.mark.parametrize("variant", ["roialign", "roipool"])
+def test_pooling_baselines_run_under_bfloat16_autocast(variant: str) -> None:
+    """--cpu-bf16 (and CUDA autocast) hand the pooling bfloat16 features with float32 boxes: roi_pool refused them."""
+    features = torch.relu(torch.randn(1, 4, 20, 20))
+    boxes = torch.tensor([[10.0, 10.0, 90.0, 50.0]])
+    reference = RoIMasking(variant, output_size=7)(features, boxes, torch.tensor([0]), None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        region = RoIMasking(variant, output_size=7)(features.bfloat16(), boxes, torch.tensor([0]), None)
+    assert region.shape == (1, 4, 7, 7)
+    torch.testing.assert_close(region.float(), reference, atol=0.05, rtol=0.02)
+
+
 def test_mask_loss_ignores_unweighted_cells() -> None:
     logits = torch.zeros(1, 2, 2, 2)
     logits[0, 1, 0, 0] = 10.0  # confident foreground where the target is background...

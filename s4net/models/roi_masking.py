@@ -131,7 +131,10 @@ class RoIMasking(torch.nn.Module):
             size = (self.output_size, self.output_size)
             if self.variant == "roialign":
                 return roi_align(features, rois, size, spatial_scale=1.0 / self.stride, sampling_ratio=2, aligned=True)
-            return roi_pool(features, rois, size, spatial_scale=1.0 / self.stride)
+            # torchvision's roi_pool has no autocast rule (roi_align has): under bfloat16 autocast the features
+            # arrive in bfloat16 and the kernel refuses float32 boxes, so it pools in float32
+            pooled = roi_pool(features.float(), rois.float(), size, spatial_scale=1.0 / self.stride)
+            return pooled.to(features.dtype)
         if windows is None:
             raise ValueError(f"RoIMasking {self.variant!r} needs the windows to cut (see s4net.models.windows)")
         region = gather_windows(features, windows.image_index, windows.origin, windows.size)
