@@ -28,7 +28,7 @@ def finished_files(experiments: Path) -> list[Path]:
     found = [*experiments.glob("runs/*/seed*/test_metrics.json"), *experiments.glob("peers/*/seed*/test_metrics.json")]
     maps = experiments / "gradient_maps"
     if maps.is_dir():
-        found += [path for path in maps.rglob("*") if path.is_file()]
+        found += [path for path in maps.rglob("*") if path.is_file() and not path.name.startswith(".")]  # no markers
     return sorted(path.relative_to(experiments) for path in found)
 
 
