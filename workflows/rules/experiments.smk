@@ -70,6 +70,9 @@ rule experiment_evaluate:
         world=rules.experiment_world.output.world,
     output:
         metrics=f"{EXPERIMENT_DIR}/runs/{RUN_NAME}/seed{{seed}}/test_metrics.json",
+    # A trained run is scored before the next one trains, so a study stopped midway
+    # leaves test_metrics.json for every finished run (for tools/keep_runs.py).
+    priority: 10
     log:
         f"{RESULTS}/logs/experiment_evaluate_{RUN_NAME}_seed{{seed}}.log",
     wildcard_constraints:
@@ -132,6 +135,7 @@ rule experiment_peer_evaluate:
         world=rules.experiment_world.output.world,
     output:
         metrics=f"{EXPERIMENT_DIR}/peers/maskrcnn-{{backbone}}/seed{{seed}}/test_metrics.json",
+    priority: 10
     log:
         f"{RESULTS}/logs/experiment_peer_evaluate_{{backbone}}_seed{{seed}}.log",
     wildcard_constraints:
