@@ -160,6 +160,7 @@ def _main_rank() -> bool:
 
 def _train_cam(args: argparse.Namespace) -> int:
     from pipeline.cues.cam import CamConfig, train_cam
+    from s4net.engine import resolve_cpu_bf16
 
     try:
         config = CamConfig(backbone=args.backbone, size=args.size, iterations=args.iterations,
@@ -168,7 +169,7 @@ def _train_cam(args: argparse.Namespace) -> int:
         raise InputError(None, str(exc)) from None
     path = train_cam(args.images, args.out, args.keywords, config, args.pretrained, args.device, args.checkpoint_every,
                      args.log_every, progress=not args.quiet, workers=args.workers, sync_bn=args.sync_bn,
-                     compile=args.compile)
+                     compile=args.compile, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16))
     if not _main_rank():
         return 0
     report = read_json(Path(args.out) / "report.json", "CAM training report")
@@ -295,14 +296,16 @@ def _score(args: argparse.Namespace) -> int:
 def _train_segmenter(args: argparse.Namespace) -> int:
     from pipeline.segmenter.model import SegmenterConfig
     from pipeline.segmenter.train import SegTrainConfig, train_segmenter
+    from s4net.engine import resolve_cpu_bf16
 
     try:
         config = SegTrainConfig(
             images=args.images, labels=args.labels, out=args.out, ids=args.ids,
             model=SegmenterConfig(arch=args.arch, encoder=args.encoder), encoder_weights=args.encoder_weights,
             iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, crop=args.crop, scale=tuple(args.scale),
-            seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-            workers=args.workers, deterministic=args.deterministic, sync_bn=args.sync_bn, compile=args.compile,
+            seed=args.seed, device=args.device, cpu_bf16=resolve_cpu_bf16(args.cpu_bf16),
+            checkpoint_every=args.checkpoint_every, log_every=args.log_every, workers=args.workers,
+            deterministic=args.deterministic, sync_bn=args.sync_bn, compile=args.compile,
         )
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
@@ -642,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--holdout", type=float, default=c.holdout, help="fraction of images held out for accuracy")
     cam.add_argument("--seed", type=int, default=0)
     cam.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
+    cam.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
+                     help="bfloat16 autocast on CPU; auto: on where oneDNN supports bfloat16 (AVX512-BF16 or AMX "
+                          "CPUs; default: off)")
     cam.add_argument("--checkpoint-every", type=int, default=200)
     cam.add_argument("--log-every", type=positive_int, default=20, help="iterations between metrics.jsonl lines")
     cam.add_argument("--workers", type=int, default=None,
@@ -710,6 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--scale", type=float, nargs=2, default=(0.5, 1.5), metavar=("LO", "HI"), help="random zoom range")
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
+    seg.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
+                     help="bfloat16 autocast on CPU; auto: on where oneDNN supports bfloat16 (AVX512-BF16 or AMX "
+                          "CPUs; default: off)")
     seg.add_argument("--checkpoint-every", type=int, default=200)
     seg.add_argument("--log-every", type=int, default=20, help="iterations between metrics.jsonl lines")
     seg.add_argument("--workers", type=int, default=None,

@@ -175,8 +175,9 @@ def test_proxy_labels_with_the_cam_cue(checkpoint: Path, tiny_world: Path, tmp_p
     assert "--cam" in capsys.readouterr().err
     assert wsss_main(["train-cam", "--images", str(imagenet), "--keywords", str(imagenet / "keywords.csv"), "--out",
                       str(tmp_path / "cam"), "--size", "32", "--iterations", "2", "--batch-size", "2", "--device",
-                      "cpu", "-q"]) == 0
+                      "cpu", "--cpu-bf16", "on", "-q"]) == 0
     assert "held-out keyword accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cam" / "train_config.json").read_text())["precision"] == "bfloat16"
     cam = tmp_path / "cam" / "cam.pt"
     assert wsss_main([*args, "--cam", str(cam)]) == 0
     records = [r for r in read_manifests(tmp_path / "labels").values() if not r.get("skipped")]

@@ -128,6 +128,9 @@ def test_named_weight_sources_are_flags_not_input_files(tmp_path: Path) -> None:
     assert "--model-config" in output and "--pretrained package" in output
     assert "--backbone efficientnet_lite0 --pretrained package" in output
     assert "--encoder efficientnet_lite0 --encoder-weights package" in output
+    # wsss.cam.cpu_bf16 and wsss.segmenter.cpu_bf16 (auto by default) reach both trainers
+    trainers = [line for line in output.splitlines() if "wsss train-cam" in line or "wsss train-segmenter" in line]
+    assert len(trainers) == 5 and all("--cpu-bf16 auto" in line for line in trainers), trainers
 
 
 def test_full_config_without_its_paths_names_the_missing_one(tmp_path: Path) -> None:

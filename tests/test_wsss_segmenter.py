@@ -143,6 +143,7 @@ def test_cli_trains_and_evaluates_on_voc_layout(tiny_world: Path, tmp_path: Path
                       str(tmp_path / "seg"), "--encoder", "resnet18", "--iterations", "2", "--batch-size", "2",
                       "--crop", "48", "--device", "cpu", "-q"])
     assert code == 0
+    assert json.loads((tmp_path / "seg" / "train_config.json").read_text())["precision"] == "float32"
     code = wsss_main(["evaluate", "--checkpoint", str(tmp_path / "seg" / "model_final.pt"), "--voc-root", str(voc),
                       "--out", str(tmp_path / "val.json"), "--flip", "--save-predictions", str(tmp_path / "pred"),
                       "-q"])
@@ -162,6 +163,25 @@ def test_cli_trains_and_evaluates_on_voc_layout(tiny_world: Path, tmp_path: Path
         wsss_main(["evaluate", "--checkpoint", str(tmp_path / "seg" / "model_final.pt"), "--voc-root", str(voc),
                    "--out", str(tmp_path / "bad.json"), "--scales", "0"])
     assert stop.value.code == 2 and not (tmp_path / "bad.json").exists()
+
+
+def test_cpu_bf16_trains_in_bfloat16_and_a_float32_run_resumes_it(tiny_world: Path, tmp_path: Path) -> None:
+    """--cpu-bf16 on: bfloat16 autocast on the CPU (recorded in train_config.json); precision is how a run
+    computes, so a run started in bfloat16 goes on in float32 from its checkpoint."""
+    imagenet = tiny_world / "imagenet"
+    args = ["train-segmenter", "--images", str(imagenet), "--labels", str(imagenet / "masks"), "--out",
+            str(tmp_path / "seg"), "--encoder", "resnet18", "--batch-size", "2", "--crop", "48", "--device", "cpu",
+            "--checkpoint-every", "2", "-q"]
+    assert wsss_main([*args, "--iterations", "2", "--cpu-bf16", "on"]) == 0
+    assert json.loads((tmp_path / "seg" / "train_config.json").read_text())["precision"] == "bfloat16"
+    state = torch.load(tmp_path / "seg" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["iteration"] == 2 and state["precision"] == "bfloat16"
+    (tmp_path / "seg" / "model_final.pt").unlink()  # as if killed after its checkpoint: the rerun goes on from it
+    assert wsss_main([*args, "--iterations", "2", "--cpu-bf16", "off"]) == 0
+    assert json.loads((tmp_path / "seg" / "train_config.json").read_text())["precision"] == "float32"
+    assert torch.load(tmp_path / "seg" / "model_final.pt", weights_only=True)["iteration"] == 2
+    with pytest.raises(SystemExit):
+        wsss_main([*args, "--cpu-bf16", "sometimes"])
 
 
 def test_provenance_records_settings_code_and_environment(tmp_path: Path) -> None:

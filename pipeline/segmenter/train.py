@@ -45,7 +45,8 @@ class SegTrainConfig:
             ``lr * (1 - it / iterations) ** power``.
         crop: square training crop in pixels; ``scale`` the random zoom range; ``hflip`` flips.
         seed: initialisation, order and augmentation.
-        device: ``auto``, ``cpu`` or ``cuda[:k]``; ``amp``: float16 autocast on CUDA.
+        device: ``auto``, ``cpu`` or ``cuda[:k]``; ``amp``: float16 autocast on CUDA; ``cpu_bf16``: bfloat16
+            autocast on CPU (faster steps where oneDNN has bfloat16: AVX512-BF16 or AMX CPUs).
         checkpoint_every / log_every: iterations between ``last.pt`` saves / metrics lines.
         workers: data-loading processes per rank (None: 0 on CPU, a share of the host's cores on CUDA).
         compile: run the model through ``torch.compile``.
@@ -74,6 +75,7 @@ class SegTrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    cpu_bf16: bool = False
     checkpoint_every: int = 200
     log_every: int = 20
     workers: int | None = None
@@ -192,8 +194,8 @@ def train_segmenter(cfg: SegTrainConfig, progress: bool = True) -> Path:
     settings = LoopSettings(
         out=cfg.out, final_name="model_final.pt", iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr,
         momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
-        checkpoint_every=cfg.checkpoint_every, keep_snapshots=cfg.keep_snapshots, log_every=cfg.log_every,
-        workers=cfg.workers, deterministic=cfg.deterministic, compile=cfg.compile, sync_bn=cfg.sync_bn,
-        progress=progress, desc="train segmenter",
+        cpu_bf16=cfg.cpu_bf16, checkpoint_every=cfg.checkpoint_every, keep_snapshots=cfg.keep_snapshots,
+        log_every=cfg.log_every, workers=cfg.workers, deterministic=cfg.deterministic, compile=cfg.compile,
+        sync_bn=cfg.sync_bn, progress=progress, desc="train segmenter",
     )
     return run_training(SegmenterTask(cfg), settings)

@@ -57,7 +57,7 @@ rule train_cam:
         + "wsss train-cam --images {params.images:q} --keywords {params.keywords:q} --out {params.out:q} "
         "--backbone {params.backbone} {params.pretrained} --size {params.size} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --lr {params.lr} --seed {params.seed} --device {params.device} "
-        "--quiet > {log:q} 2>&1"
+        "--cpu-bf16 {params.cpu_bf16} --quiet > {log:q} 2>&1"
 
 
 rule proxy_labels:
@@ -141,7 +141,7 @@ rule train_segmenter:
         + "wsss train-segmenter {params.data} --out {params.out:q} "
         "--arch {params.arch} --encoder {params.encoder} {params.encoder_weights} --iterations {params.iterations} "
         "--batch-size {params.batch_size} --crop {params.crop} --lr {params.lr} --seed {params.seed} "
-        "--device {params.device} --workers {params.workers} --quiet > {log:q} 2>&1"
+        "--device {params.device} --cpu-bf16 {params.cpu_bf16} --workers {params.workers} --quiet > {log:q} 2>&1"
 
 
 rule evaluate_segmenter:
