@@ -40,6 +40,46 @@ def test_rows_are_mean_and_sample_std_over_seeds_and_the_ranking_is_compared() -
     assert flipped["ranking_matches"] is False and "not the paper's order" in markdown(flipped)
 
 
+def seeded(seed: int, map50: float, occluded: float | None = None) -> dict:
+    run = metrics(map50, map50 - 0.2)
+    run["checkpoint"] = f"out/experiments/runs/v/seed{seed}/model_final.pt"
+    if occluded is not None:
+        run["mAP50_occluded"] = occluded
+    return run
+
+
+def test_differences_are_paired_by_seed_and_compared_with_their_spread() -> None:
+    """The runs of one seed are compared with each other (seed 2's ternary with seed 2's binary, whatever order
+    the files came in); a difference is larger than the spread when the seeds agree on its sign and its mean
+    exceeds the std of the per-seed differences."""
+    runs = {"ternary": [seeded(0, 0.80, 0.70), seeded(1, 0.70, 0.60), seeded(2, 0.90, 0.65)],
+            "binary": [seeded(2, 0.88, 0.70), seeded(0, 0.77, 0.72), seeded(1, 0.66, 0.55)],
+            "roialign": [seeded(0, 0.70), seeded(1, 0.69), seeded(2, 0.71)]}
+    paper = {"ternary": {"mAP50": 86.7}, "binary": {"mAP50": 85.5}, "roialign": {"mAP50": 85.2}}
+    table = study_table("masking", runs, paper)
+    assert table["reference"] == "ternary"
+    pairs = {(p["variant"], p["other"], p["metric"]): p for p in table["paired_reference"]}
+    binary = pairs[("ternary", "binary", "mAP50")]
+    assert binary["seeds"] == ["0", "1", "2"]
+    assert binary["differences"] == pytest.approx([0.03, 0.04, 0.02])
+    assert binary["mean"] == pytest.approx(0.03) and binary["std"] == pytest.approx(0.01)
+    assert binary["t"] == pytest.approx(0.03 / (0.01 / 3 ** 0.5)) and binary["larger_than_spread"] is True
+    occluded = pairs[("ternary", "binary", "mAP50_occluded")]
+    assert occluded["differences"] == pytest.approx([-0.02, 0.05, -0.05]) and occluded["larger_than_spread"] is False
+    # every seed agrees and the mean (10 points) is above the std of the differences (9): larger, if only just
+    assert pairs[("ternary", "roialign", "mAP50")]["differences"] == pytest.approx([0.10, 0.01, 0.19])
+    assert pairs[("ternary", "roialign", "mAP50")]["larger_than_spread"] is True
+    adjacent = [(p["variant"], p["other"]) for p in table["paired_adjacent"]]
+    assert adjacent == [("ternary", "binary"), ("binary", "roialign")]
+    text = markdown(table)
+    assert "| ternary - binary | mAP@0.5 | +3.0 ± 1.0 | +3.0, +4.0, +2.0 | yes |" in text
+    assert "| ternary - binary | mAP_O@0.5 | -0.7 ± 5.1 | -2.0, +5.0, -5.0 | no |" in text
+    # files without a seed folder pair by position; one seed has no spread to compare with
+    lone = study_table("masking", {"ternary": [metrics(0.9, 0.6)], "binary": [metrics(0.8, 0.5)]}, paper)
+    (first, _) = lone["paired_reference"]
+    assert first["seeds"] == ["#0"] and first["std"] is None and first["larger_than_spread"] is False
+
+
 def test_a_peer_is_compared_with_its_s4net_variant_and_kept_out_of_the_ranking() -> None:
     runs = {"binary": [metrics(0.80, 0.50)], "ternary": [metrics(0.90, 0.60, speed=20.0)],
             "Mask R-CNN": [metrics(0.95, 0.55, speed=5.0)]}

@@ -3,13 +3,16 @@
 A study (masking, alpha, backbone) has variants; each variant was trained with several
 seeds and scored by ``s4net evaluate``. :func:`study_table` reduces those metrics files to
 one row per variant, and says whether the ranking of the variants by mAP@0.5 is the
-paper's. A study may also hold peer rows (another method trained on the same data, e.g.
-torchvision Mask R-CNN): they are left out of the ranking, and each is compared with
-the S4Net variant it stands beside, metric by metric.
+paper's. Differences between variants are also compared seed by seed (the runs of one
+seed share the world and the seed, so their difference is free of the seed-to-seed spread
+the rows' std shows): :func:`paired_difference`. A study may also hold peer rows (another
+method trained on the same data, e.g. torchvision Mask R-CNN): they are left out of the
+ranking, and each is compared with the S4Net variant it stands beside, metric by metric.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -18,6 +21,7 @@ import numpy as np
 from s4net.reproduction.variants import alpha_value
 
 METRICS = ("mAP50", "mAP70", "mAP50_occluded", "mAP70_occluded", "images_per_s")
+PAIRED_METRICS = ("mAP50", "mAP50_occluded")  # what the paired comparisons with the reference variant cover
 HEADERS = {"mAP50": "mAP@0.5", "mAP70": "mAP@0.7", "mAP50_occluded": "mAP_O@0.5", "mAP70_occluded": "mAP_O@0.7",
            "images_per_s": "images/s"}
 
@@ -42,6 +46,39 @@ def variant_row(variant: str, runs: Sequence[dict[str, Any]], paper: dict[str, f
             mean[key] = float(np.mean(values))
             std[key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return VariantRow(variant, len(runs), mean, std, dict(paper or {}))
+
+
+def run_seed(run: dict[str, Any], index: int) -> str:
+    """The seed a metrics file was trained with: the ``seed<N>`` folder of its checkpoint, else its position."""
+    match = re.search(r"(?:^|[/\\])seed(\d+)(?:[/\\]|$)", str(run.get("checkpoint", "")))
+    return match.group(1) if match else f"#{index}"
+
+
+def paired_difference(variant: str, other: str, runs: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any]:
+    """``variant`` minus ``other`` in ``key``, seed by seed over the seeds both have.
+
+    ``mean`` and ``std`` (ddof 1) are over the per-seed differences; ``larger_than_spread`` holds when at
+    least two seeds agree on the sign and the mean's size exceeds that std (with 3 seeds: a paired t above
+    1.73); ``t``: the paired t statistic (None for one seed or no spread).
+    """
+    def by_seed(name: str) -> dict[str, float]:
+        return {run_seed(run, i): float(run[key]) for i, run in enumerate(runs[name]) if run.get(key) is not None}
+
+    return {"variant": variant, "other": other, "metric": key, **paired(by_seed(variant), by_seed(other))}
+
+
+def paired(mine: dict[str, float], theirs: dict[str, float]) -> dict[str, Any]:
+    """``mine`` minus ``theirs`` seed by seed (both: seed -> value) over the seeds both have: ``seeds``,
+    ``differences``, their ``mean`` and ``std`` (ddof 1; None for one seed), the paired ``t`` and
+    ``larger_than_spread`` (see :func:`paired_difference`)."""
+    seeds = [seed for seed in mine if seed in theirs]
+    differences = [mine[seed] - theirs[seed] for seed in seeds]
+    mean = float(np.mean(differences)) if differences else None
+    std = float(np.std(differences, ddof=1)) if len(differences) > 1 else None
+    same_sign = len(differences) > 1 and (all(d > 0 for d in differences) or all(d < 0 for d in differences))
+    t = mean / (std / np.sqrt(len(differences))) if std else None
+    return {"seeds": seeds, "differences": differences, "mean": mean, "std": std, "t": None if t is None else float(t),
+            "larger_than_spread": bool(same_sign and std is not None and abs(mean) > std)}
 
 
 def ranking(rows: Sequence[VariantRow], key: str, source: str) -> list[str]:
@@ -69,11 +106,19 @@ def study_table(study: str, runs: dict[str, list[dict[str, Any]]], paper: dict[s
     rows = [variant_row(variant, metrics, paper.get(variant)) for variant, metrics in runs.items()]
     paper_order = [v for v in ranking(rows, "mAP50", "paper") if v not in peers]
     ours = [v for v in ranking(rows, "mAP50", "ours") if v in paper_order]
+    ranked = [v for v in ranking(rows, "mAP50", "ours") if v not in peers]
+    reference = paper_order[0] if paper_order else None
     return {
         "study": study,
         "rows": [row.__dict__ for row in rows],
         "ranking_mAP50": {"ours": ours, "paper": paper_order},
         "ranking_matches": ours == paper_order if len(paper_order) > 1 else None,
+        # each variant against the next below it in our mAP@0.5 order, seed by seed
+        "paired_adjacent": [paired_difference(a, b, runs, "mAP50") for a, b in zip(ranked, ranked[1:], strict=False)],
+        # the paper's best variant against each other one, on all images and on the occluded ones
+        "reference": reference,
+        "paired_reference": [paired_difference(reference, v, runs, key) for v in ranked if v != reference
+                             for key in PAIRED_METRICS] if reference else [],
         "peers": [peer_comparison(rows, peer, variant) for peer, variant in peers.items()],
     }
 
@@ -96,7 +141,31 @@ def markdown(table: dict) -> str:
         verdict = (f"Ranking by mAP@0.5: ours {' > '.join(ranks['ours'])}; paper {' > '.join(ranks['paper'])}: "
                    + ("the same order." if table["ranking_matches"] else "not the paper's order."))
     sentences = [verdict] + [_peer_sentence(comparison) for comparison in table.get("peers", [])]
+    paired = table.get("paired_adjacent", []) + table.get("paired_reference", [])
+    if paired:
+        sentences.append(paired_markdown(paired))
     return "\n".join(lines) + "\n\n" + "\n\n".join(sentences) + "\n"
+
+
+def paired_markdown(comparisons: Sequence[dict[str, Any]]) -> str:
+    """The paired comparisons as a table: difference in points, mean ± std over seeds, each seed's, and whether
+    it is larger than the spread."""
+    lines = ["| comparison | metric | difference (points) | per seed | larger than the spread |",
+             "|---|---|---|---|---|"]
+    seen = set()
+    for item in comparisons:
+        name = (item["variant"], item["other"], item["metric"])
+        if name in seen or item["mean"] is None:
+            continue
+        seen.add(name)
+        spread = f" ± {100 * item['std']:.1f}" if item["std"] is not None else ""
+        per_seed = ", ".join(f"{100 * d:+.1f}" for d in item["differences"])
+        lines.append(f"| {item['variant']} - {item['other']} | {HEADERS[item['metric']]} | "
+                     f"{100 * item['mean']:+.1f}{spread} | {per_seed} | "
+                     f"{'yes' if item['larger_than_spread'] else 'no'} |")
+    return ("Paired over seeds (each seed's runs share the world and the seed): a difference is larger than the "
+            "spread when the seeds agree on its sign and its mean exceeds the standard deviation of the per-seed "
+            "differences.\n\n" + "\n".join(lines))
 
 
 def _peer_sentence(comparison: dict[str, Any]) -> str:
