@@ -6,12 +6,14 @@ precisions are timed in turns so that drifts of the machine hit all alike. Each 
 engine's: forward under :meth:`~s4net.engine.Precision.autocast`, then
 :func:`~s4net.engine.optimizer_step` (a GradScaler runs for ``fp16``). With ``--peer``,
 torchvision Mask R-CNN with the same backbone, input size and batch (``s4net peer``, what
-the ablations' peer rows train) is timed in the same turns. Peak memory: on the CPU a fresh
+the ablations' peer rows train) is timed in the same turns; with ``--channels-last``, S4Net in
+channels-last memory format in each precision (as the engine trains it on CUDA and under CPU
+bfloat16). Peak memory: on the CPU a fresh
 process running 3 steps of each contender alone (``peak_rss_mib``); on CUDA 3 steps of each
 contender alone after the timing, in this process (``peak_gpu_mib``, allocated by torch above
 what was allocated before). Prints (and optionally writes) JSON.
 
-    python -m bench.train_step --threads 2 --peer --out bench/results/train_step_cpu.json
+    python -m bench.train_step --threads 2 --peer --channels-last --out bench/results/train_step_cpu.json
     python -m bench.train_step --device cuda --model-config workflows/configs/s4net_r50_model.yaml \\
         --size 320 --batch 16 --precisions fp32 bf16 fp16
 """
@@ -67,10 +69,16 @@ def random_batch(batch: int, size: int,
     return images, targets
 
 
+CHANNELS_LAST = "channels-last"  # a contender name's suffix: S4Net's weights and input batch in that memory format
+
+
 def contender(name: str, config: S4NetConfig, size: int, images: torch.Tensor,
               targets: list[dict[str, torch.Tensor]], device: torch.device) -> Contender:
-    """``<precision>`` (S4Net) or ``maskrcnn <precision>`` (its peer) on ``device``: ``bf16``, ``maskrcnn fp32``..."""
-    precision = PRECISIONS[name.split()[-1]]
+    """``<precision>`` (S4Net), ``<precision> channels-last`` (S4Net as the engine trains it in channels-last
+    memory format) or ``maskrcnn <precision>`` (its peer) on ``device``: ``bf16``, ``bf16 channels-last``..."""
+    words = name.split()
+    channels_last = words[-1] == CHANNELS_LAST
+    precision = PRECISIONS[words[-2] if channels_last else words[-1]]
     torch.manual_seed(0)
     images = images.to(device)
     if name.startswith("maskrcnn"):
@@ -80,6 +88,9 @@ def contender(name: str, config: S4NetConfig, size: int, images: torch.Tensor,
         inputs: tuple = (list(images), peer_targets(targets, device))
     else:
         model = build_model(config).to(device).train()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            model.channels_last = True
         inputs = (images, [{k: v.to(device) for k, v in t.items()} for t in targets])
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
@@ -135,6 +146,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--peer", action="store_true", help="also time the Mask R-CNN peer's training step")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time each precision with S4Net in channels-last memory format")
     parser.add_argument("--skip-memory", action="store_true", help="no peak-memory measurement (quicker)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -151,7 +164,8 @@ def main() -> int:
     overrides = {"image_size": args.size, **({"backbone": args.backbone} if args.backbone else {})}
     config = S4NetConfig.from_dict({**values, **overrides})
     images, targets = random_batch(args.batch, args.size, torch.Generator().manual_seed(0))
-    names = precisions + ([f"maskrcnn {p}" for p in precisions] if args.peer else [])
+    names = (precisions + ([f"{p} {CHANNELS_LAST}" for p in precisions] if args.channels_last else [])
+             + ([f"maskrcnn {p}" for p in precisions] if args.peer else []))
     contenders = {name: contender(name, config, args.size, images, targets, device) for name in names}
 
     times = interleaved({name: (lambda name=name: training_step(contenders[name], device)) for name in names},
@@ -188,6 +202,9 @@ def main() -> int:
         report["speedup_over_fp32"] = {p: fp32 / times[p]["median_s"] for p in precisions if p != "fp32"}
         if "bf16" in times:
             report["bf16_speedup"] = fp32 / times["bf16"]["median_s"]
+    if args.channels_last:
+        report["channels_last_speedup"] = {p: times[p]["median_s"] / times[f"{p} {CHANNELS_LAST}"]["median_s"]
+                                           for p in precisions}
     if args.peer:
         report["peer"] = f"torchvision Mask R-CNN {config.backbone}-FPN (s4net peer)"
         report["maskrcnn_step_over_s4net"] = {p: times[f"maskrcnn {p}"]["median_s"] / times[p]["median_s"]

@@ -57,11 +57,13 @@ def test_train_step_bench_times_each_precision_with_the_engines_step(tmp_path: P
     out = tmp_path / "step.json"
     result = subprocess.run([sys.executable, "-m", "bench.train_step", "--model-config", str(config), "--size", "64",
                              "--batch", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
-                             "--precisions", "fp32", "bf16", "fp16", "--skip-memory", "--out", str(out)],
-                            capture_output=True, text=True, cwd=REPO)
+                             "--precisions", "fp32", "bf16", "fp16", "--channels-last", "--skip-memory", "--out",
+                             str(out)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert [run["precision"] for run in report["runs"]] == ["fp32", "bf16", "fp16"]
+    assert [run["precision"] for run in report["runs"]] == ["fp32", "bf16", "fp16", "fp32 channels-last",
+                                                            "bf16 channels-last", "fp16 channels-last"]
+    assert set(report["channels_last_speedup"]) == {"fp32", "bf16", "fp16"}
     assert all(run["images_per_s"] > 0 and "peak_rss_mib" not in run for run in report["runs"])
     assert set(report["speedup_over_fp32"]) == {"bf16", "fp16"} and report["amp_resolves_to"] == "float32"
     assert "memory_note" not in report

@@ -151,12 +151,15 @@ class ConvTask(ToyTask):
         return {}
 
 
-@pytest.mark.parametrize("channels_last", [True, None], ids=["asked", "default-on-cpu"])
-def test_channels_last_weights_when_asked_and_by_default_on_cuda_only(tmp_path: Path, channels_last) -> None:
+@pytest.mark.parametrize("channels_last, cpu_bf16, expected", [
+    (True, False, True), (None, False, False), (None, True, True), (False, True, False),
+], ids=["asked", "default-cpu-fp32", "default-cpu-bf16", "refused-cpu-bf16"])
+def test_channels_last_weights_when_asked_and_by_default_on_cuda_and_under_cpu_bf16(
+        tmp_path: Path, channels_last, cpu_bf16, expected) -> None:
     task = ConvTask(2)
     task.seen = []
-    run_training(task, _settings(tmp_path, 2, channels_last=channels_last))
-    assert task.seen == [channels_last is True]
+    run_training(task, _settings(tmp_path, 2, channels_last=channels_last, cpu_bf16=cpu_bf16))
+    assert task.seen == [expected]
 
 
 @pytest.mark.slow
