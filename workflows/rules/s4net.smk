@@ -6,6 +6,8 @@ rule train_s4net:
         **weights_input("pretrained", S4NET["pretrained"]),
     output:
         checkpoint=f"{RESULTS}/s4net/model_final.pt",  # metrics.jsonl and checkpoints/ are not outputs: a rerun resumes from them
+    # most of the DAG waits on it (the instance classifier, proxy labels, three segmenters): it starts first
+    priority: 50
     benchmark:
         f"{RESULTS}/benchmarks/train_s4net.tsv"
     log:
@@ -27,7 +29,7 @@ rule train_s4net:
         cpu_bf16=S4NET["cpu_bf16"],
         scale_jitter=f"--scale-jitter {S4NET['scale_jitter'][0]} {S4NET['scale_jitter'][1]}" if S4NET["scale_jitter"] else "",
         device=DEVICE,
-        workers=lambda wildcards, threads: threads if GPUS else 0,  # on CPU every core computes
+        workers=lambda wildcards, threads: threads if GPUS else S4NET["cpu_workers"],
         pretrained=optional_flag("--pretrained", S4NET["pretrained"]),  # an input too: a missing file stops the plan
     threads: JOBS["train_s4net"]["threads"]
     resources:

@@ -10,6 +10,7 @@ rule instance_classifier:
         checkpoint=rules.train_s4net.output.checkpoint,
     output:
         classifier=f"{RESULTS}/proxy/instance_classifier.pt",
+    priority: 40  # on the way from S4Net to the segmenters (train_s4net 50, proxy_labels 30, train_segmenter 20)
     benchmark:
         f"{RESULTS}/benchmarks/instance_classifier.tsv"
     log:
@@ -69,6 +70,7 @@ rule proxy_labels:
     output:
         # written last; the shard's manifest is not an output, so a rerun after a kill resumes from it
         summary=f"{RESULTS}/proxy/{{cue}}/{SHARD_SUMMARY}",
+    priority: 30
     benchmark:
         f"{RESULTS}/benchmarks/proxy_labels_{{cue}}{SHARD_SUFFIX}.tsv"
     log:
@@ -119,6 +121,7 @@ rule train_segmenter:
         **weights_input("encoder_weights", WSSS["segmenter"]["encoder_weights"]),
     output:
         checkpoint=f"{RESULTS}/segmenter/{{source}}/model_final.pt",
+    priority: 20
     benchmark:
         f"{RESULTS}/benchmarks/train_segmenter_{{source}}.tsv"
     log:
