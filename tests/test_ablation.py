@@ -38,6 +38,15 @@ def test_rows_are_mean_and_sample_std_over_seeds_and_the_ranking_is_compared() -
     assert "the same order" in text
     flipped = study_table("masking", {"binary": [metrics(0.9, 0.6)], "ternary": [metrics(0.8, 0.5)]}, paper)
     assert flipped["ranking_matches"] is False and "not the paper's order" in markdown(flipped)
+    # a subset of the metrics (mAP@0.5 always): here no images/s column, and none of the paper's
+    only = study_table("masking", runs, {**paper, "binary": {"mAP50": 85.5, "images_per_s": 40.0}},
+                       metrics=("mAP70",))
+    assert only["metrics"] == ["mAP50", "mAP70"]
+    assert all(set(row["mean"]) == {"mAP50", "mAP70"} for row in only["rows"])
+    assert "images/s" not in markdown(only)
+    assert "| binary | 2 | 82.0 ± 2.8 | 52.0 ± 2.8 | 85.5 | - |" in markdown(only)
+    with pytest.raises(ValueError, match="unknown metrics"):
+        study_table("masking", runs, paper, metrics=("fps",))
 
 
 def seeded(seed: int, map50: float, occluded: float | None = None) -> dict:
@@ -118,13 +127,15 @@ def test_cli_reads_runs_and_the_paper_file(tmp_path: Path) -> None:
         path.write_text(json.dumps(metrics(value, value - 0.2)))
         paths.append(f"{variant}={path}")
     result = subprocess.run([str(BIN / "s4net"), "ablation-table", "--study", "alpha", "--runs", *paths, "--paper",
-                             str(REPO / "workflows" / "configs" / "paper_tables.yaml"), "--out",
+                             str(REPO / "workflows" / "configs" / "paper_tables.yaml"), "--metrics", "mAP50", "mAP70",
+                             "--out",
                              str(tmp_path / "t.json"), "--markdown", str(tmp_path / "t.md"), "--plot",
                              str(tmp_path / "t.png")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "t.json").read_text())
     assert [r["seeds"] for r in table["rows"]] == [1, 2] and table["ranking_matches"] is True
+    assert table["metrics"] == ["mAP50", "mAP70"] and "images/s" not in (tmp_path / "t.md").read_text()
     assert "| 1/3 | 2 | 85.0 ± 7.1 |" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([str(BIN / "s4net"), "ablation-table", "--study", "alpha", "--runs", "0",

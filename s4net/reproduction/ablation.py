@@ -37,15 +37,16 @@ class VariantRow:
     paper: dict[str, float | None]
 
 
-def variant_row(variant: str, runs: Sequence[dict[str, Any]], paper: dict[str, float | None] | None) -> VariantRow:
-    """Mean and sample std (ddof 1; 0 for one seed) of every metric the runs report."""
+def variant_row(variant: str, runs: Sequence[dict[str, Any]], paper: dict[str, float | None] | None,
+                metrics: Sequence[str] = METRICS) -> VariantRow:
+    """Mean and sample std (ddof 1; 0 for one seed) of each of ``metrics`` the runs report, and the paper's."""
     mean, std = {}, {}
-    for key in METRICS:
+    for key in metrics:
         values = [float(run[key]) for run in runs if run.get(key) is not None]
         if values:
             mean[key] = float(np.mean(values))
             std[key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return VariantRow(variant, len(runs), mean, std, dict(paper or {}))
+    return VariantRow(variant, len(runs), mean, std, {k: v for k, v in (paper or {}).items() if k in metrics})
 
 
 def run_seed(run: dict[str, Any], index: int) -> str:
@@ -99,17 +100,23 @@ def peer_comparison(rows: Sequence[VariantRow], peer: str, variant: str) -> dict
 
 
 def study_table(study: str, runs: dict[str, list[dict[str, Any]]], paper: dict[str, dict[str, float | None]],
-                peers: dict[str, str] | None = None) -> dict:
-    """The study's rows, whether our mAP@0.5 ranking of the variants the paper scored matches the paper's,
-    and each peer (``peers``: peer variant -> the S4Net variant it is compared with) against its S4Net row."""
+                peers: dict[str, str] | None = None, metrics: Sequence[str] = METRICS) -> dict:
+    """The study's rows (``metrics`` of each: mAP@0.5 always), whether our mAP@0.5 ranking of the variants the
+    paper scored matches the paper's, and each peer (``peers``: peer variant -> the S4Net variant it is compared
+    with) against its S4Net row."""
     peers = dict(peers or {})
-    rows = [variant_row(variant, metrics, paper.get(variant)) for variant, metrics in runs.items()]
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {list(METRICS)}")
+    metrics = tuple(dict.fromkeys(["mAP50", *metrics]))  # the ranking and the comparisons need mAP@0.5
+    rows = [variant_row(variant, scores, paper.get(variant), metrics) for variant, scores in runs.items()]
     paper_order = [v for v in ranking(rows, "mAP50", "paper") if v not in peers]
     ours = [v for v in ranking(rows, "mAP50", "ours") if v in paper_order]
     ranked = [v for v in ranking(rows, "mAP50", "ours") if v not in peers]
     reference = paper_order[0] if paper_order else None
     return {
         "study": study,
+        "metrics": list(metrics),
         "rows": [row.__dict__ for row in rows],
         "ranking_mAP50": {"ours": ours, "paper": paper_order},
         "ranking_matches": ours == paper_order if len(paper_order) > 1 else None,
@@ -118,7 +125,7 @@ def study_table(study: str, runs: dict[str, list[dict[str, Any]]], paper: dict[s
         # the paper's best variant against each other one, on all images and on the occluded ones
         "reference": reference,
         "paired_reference": [paired_difference(reference, v, runs, key) for v in ranked if v != reference
-                             for key in PAIRED_METRICS] if reference else [],
+                             for key in PAIRED_METRICS if key in metrics] if reference else [],
         "peers": [peer_comparison(rows, peer, variant) for peer, variant in peers.items()],
     }
 

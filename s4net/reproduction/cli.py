@@ -11,6 +11,7 @@ from pathlib import Path
 
 from s4net.cli.framework import add_verbosity, named_pairs, positive_float, positive_int
 from s4net.errors import InputError
+from s4net.reproduction.ablation import METRICS
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -66,7 +67,7 @@ def _ablation_table(args: argparse.Namespace) -> int:
             raise InputError(args.paper, f"not a readable paper-numbers YAML ({exc.__class__.__name__})") from None
     peers = dict(named_pairs(args.peers, "--peers", "PEER=VARIANT"))
     try:
-        table = study_table(args.study, runs, {str(k): v for k, v in paper.items()}, peers)
+        table = study_table(args.study, runs, {str(k): v for k, v in paper.items()}, peers, tuple(args.metrics))
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     write_json(args.out, table, indent=2)
@@ -202,6 +203,9 @@ def add_commands(commands) -> None:
     table.add_argument("--peers", nargs="*", default=[], metavar="PEER=VARIANT",
                        help="variants that are another method (e.g. Mask R-CNN), each compared with an S4Net variant "
                             "and left out of the ranking")
+    table.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
+                       help="the metrics tabled (default: all); e.g. leave images_per_s out of runs that shared their "
+                            "machine")
     table.add_argument("--out", type=Path, required=True, help="table JSON to write")
     table.add_argument("--markdown", type=Path, help="also write the Markdown table here")
     table.add_argument("--plot", type=Path, help="also draw the study as a PNG (alpha vs mAP, speed vs mAP, or bars)")

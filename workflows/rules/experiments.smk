@@ -170,12 +170,13 @@ rule experiment_table:
         runs=lambda wildcards: " ".join(shlex.quote(f"{variant}={path}") for variant, path in study_runs(wildcards.study)),
         peers=lambda wildcards: " ".join(shlex.quote(f"{name}={variant}")
                                          for name, (_, variant) in experiment_peers(wildcards.study).items()),
+        metrics=" ".join(EXPERIMENTS["metrics"]),
     threads: JOBS["light"]["threads"]
     resources:
         **job_resources("light", gpus="none"),
     shell:
         "s4net ablation-table --study {wildcards.study} --runs {params.runs} --peers {params.peers} --paper {input.paper:q} "
-        "--out {output.table:q} --markdown {output.markdown:q} --plot {output.plot:q} > {log:q} 2>&1"
+        "--metrics {params.metrics} --out {output.table:q} --markdown {output.markdown:q} --plot {output.plot:q} > {log:q} 2>&1"
 
 
 rule experiment_gradients:
