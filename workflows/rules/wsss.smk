@@ -104,6 +104,7 @@ rule gather_proxy_labels:
         lambda wildcards: shard_files(Shard.summary_name_for, wildcards.cue),
     output:
         manifest=f"{RESULTS}/proxy/{{cue}}/manifest.gathered.jsonl",
+    priority: 30  # a segmenter waits on it
     wildcard_constraints:
         cue=CUE_PATTERN,
     log:
