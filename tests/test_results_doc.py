@@ -87,7 +87,7 @@ def test_results_doc_names_commands_that_exist() -> None:
             assert path.is_file(), words
         elif words[0] == "snakemake":
             target = words[1]
-            assert re.search(rf"^rule {re.escape(target)}\b", rules, re.M), words
+            assert re.search(rf"^\s*rule {re.escape(target)}\b", rules, re.M), words  # `rule all` is indented
         else:
             assert re.search(rf"^{re.escape(words[1])}:", makefile, re.M), words
 
@@ -517,4 +517,53 @@ def test_real_photo_numbers_match_realphoto_summary_json() -> None:
     e.both(f"instances cue's pseudo-label mIoU {cell(rows['lite0/instances']['mIoU_ignore_as_background'])}",
            f"{src}: voc_pseudo_labels.rows (lite0/instances)")
     e.both(f"{data['runtimes']['total_job_seconds'] / 60:.1f} minutes of jobs", f"{src}: runtimes.total_job_seconds")
+    e.done()
+
+
+def test_ablation_tables_match_experiments_small_json() -> None:
+    """Tables 1 and 2 at CPU scale (workflows/configs/experiments_small.yaml; `s4net ablation-table`'s JSON of each
+    study committed as bench/results/experiments_small/{masking,alpha}.json): every row of the Markdown that JSON
+    makes (ours beside the paper's, and the paired comparisons) and the ranking sentence are in RESULTS.md, every
+    variant has its 3 seeds, and the plots and gradient maps the section shows are committed."""
+    from s4net.reproduction.ablation import markdown
+
+    e = Expect()
+    for study in ("masking", "alpha"):
+        src = f"bench/results/experiments_small/{study}.json"
+        table = result(f"experiments_small/{study}.json")
+        assert all(row["seeds"] == 3 for row in table["rows"]), f"{src}: a variant lacks a seed"
+        for line in markdown(table).splitlines():
+            if line.startswith("| ") and not line.startswith(("| variant |", "| comparison |")):
+                e.says(DOC, line, f"{src}: a row")
+            elif line.startswith("Ranking by mAP@0.5"):
+                e.says(DOC, line, f"{src}: ranking_mAP50")
+        assert (REPO / "docs" / f"ablation_{study}.png").is_file(), f"docs/ablation_{study}.png (from {study}.png)"
+    assert len(list((REPO / "docs" / "fig6").glob("*_gradients.png"))) >= 2, "docs/fig6: the gradient maps"
+    e.done()
+
+
+def test_demo_seed_numbers_match_demo_seeds_json() -> None:
+    """The demo over 3 seeds (tools/demo_seeds.py over each run's report summary; bench/results/demo_seeds.json):
+    each number's mean ± std and per-seed values, the paired cue differences and the acceptance, in RESULTS.md."""
+    e = Expect()
+    src = "bench/results/demo_seeds.json"
+    data = result("demo_seeds.json")
+    assert len(data["seeds"]) == 3, f"{src}: three seeds"
+
+    def stat(item: dict[str, Any]) -> str:
+        seeds = ", ".join(pct(item["per_seed"][seed]) for seed in data["seeds"])
+        return f"{pct(item['mean'])} ± {pct(item['std'])} ({seeds})"
+
+    for key, title in (("mAP50", "mAP@0.5"), ("mAP70", "mAP@0.7"), ("mAP50_occluded", "mAP_O@0.5")):
+        e.says(DOC, f"| S4Net test {title} | {stat(data['s4net'][key])} |", f"{src}: s4net.{key}")
+    for source in ("instances", "saliency", "cam_saliency", "ground_truth"):
+        e.says(DOC, f"| VOC-val mIoU, {source} | {stat(data['segmenters'][source])} |", f"{src}: segmenters.{source}")
+    for cue in ("instances", "saliency", "cam_saliency"):
+        e.says(DOC, f"| proxy-label mIoU, {cue} | {stat(data['proxy_labels'][cue])} |", f"{src}: proxy_labels.{cue}")
+    for name, item in data["differences"].items():
+        per_seed = ", ".join(f"{100 * d:+.1f}" for d in item["differences"])
+        e.says(DOC, f"| {name} | {100 * item['mean']:+.1f} ± {100 * item['std']:.1f} | {per_seed} | "
+                    f"{'yes' if item['larger_than_spread'] else 'no'} |", f"{src}: differences.{name}")
+    e.says(DOC, f"demo acceptance over the {len(data['seeds'])} seeds: "
+                f"{'met' if data['acceptance']['met'] else 'not met'}", f"{src}: acceptance.met")
     e.done()
