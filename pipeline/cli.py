@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline import __version__
-from s4net.cli.framework import add_verbosity, command_parser, named_pairs, positive_float, positive_int, run
+from s4net.cli.framework import (
+    add_cpu_bf16,
+    add_verbosity,
+    command_parser,
+    named_pairs,
+    positive_float,
+    positive_int,
+    run,
+)
 from s4net.errors import InputError
 from s4net.io.atomic import read_json
 
@@ -645,9 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--holdout", type=float, default=c.holdout, help="fraction of images held out for accuracy")
     cam.add_argument("--seed", type=int, default=0)
     cam.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
-    cam.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
-                     help="bfloat16 autocast on CPU; auto: on where oneDNN supports bfloat16 (AVX512-BF16 or AMX "
-                          "CPUs; default: off)")
+    add_cpu_bf16(cam)
     cam.add_argument("--checkpoint-every", type=int, default=200)
     cam.add_argument("--log-every", type=positive_int, default=20, help="iterations between metrics.jsonl lines")
     cam.add_argument("--workers", type=int, default=None,
@@ -716,9 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--scale", type=float, nargs=2, default=(0.5, 1.5), metavar=("LO", "HI"), help="random zoom range")
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
-    seg.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
-                     help="bfloat16 autocast on CPU; auto: on where oneDNN supports bfloat16 (AVX512-BF16 or AMX "
-                          "CPUs; default: off)")
+    add_cpu_bf16(seg)
     seg.add_argument("--checkpoint-every", type=int, default=200)
     seg.add_argument("--log-every", type=int, default=20, help="iterations between metrics.jsonl lines")
     seg.add_argument("--workers", type=int, default=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from s4net import __version__
-from s4net.cli.framework import add_verbosity, command_parser, positive_int, run
+from s4net.cli.framework import add_cpu_bf16, add_verbosity, command_parser, positive_int, run
 from s4net.errors import InputError
 from s4net.reproduction.cli import add_commands as add_reproduction_commands
 
@@ -111,9 +111,7 @@ def _add_train(commands) -> None:
                        help="random zoom of each sample by a factor in [LO, HI], cropped/padded back (default: none)")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    train.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default="off",
-                       help="bfloat16 autocast on CPU; auto: on where oneDNN supports bf16 (AVX512 or AMX CPUs; "
-                            "default: off)")
+    add_cpu_bf16(train)
     train.add_argument("--workers", type=int, default=None,
                        help="data-loading processes per process (default: 0 on CPU, a share of the cores on CUDA)")
     train.add_argument("--cache", action="store_true", help="keep resized samples in memory (small sets)")

@@ -42,6 +42,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_cpu_bf16(parser: argparse.ArgumentParser, default: str = "off") -> None:
+    """``--cpu-bf16 off|on|auto`` of a trainer: bfloat16 autocast on the CPU (resolved by
+    :func:`s4net.engine.resolve_cpu_bf16`)."""
+    parser.add_argument("--cpu-bf16", choices=("off", "on", "auto"), default=default,
+                        help="bfloat16 autocast on CPU; auto: on where oneDNN supports bfloat16 (AVX512-BF16 or AMX "
+                             f"CPUs; default: {default})")
+
+
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
     """``-v`` for debug logging, ``-q`` for warnings only."""
     group = parser.add_mutually_exclusive_group()

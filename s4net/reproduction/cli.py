@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from s4net.cli.framework import add_verbosity, named_pairs, positive_float, positive_int
+from s4net.cli.framework import add_cpu_bf16, add_verbosity, named_pairs, positive_float, positive_int
 from s4net.errors import InputError
 from s4net.reproduction.ablation import METRICS
 
@@ -145,8 +145,7 @@ def _add_peer(commands) -> None:
     train.add_argument("--scale-jitter", type=positive_float, nargs=2, default=None, metavar=("LO", "HI"))
     train.add_argument("--grad-clip", type=positive_float, default=5.0)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--cpu-bf16", choices=("on", "off", "auto"), default="auto",
-                       help="bfloat16 autocast on CPU, as s4net train (auto: where the CPU supports it)")
+    add_cpu_bf16(train, default="auto")
     train.add_argument("--device", default="auto", help="auto, cpu or cuda[:k]")
     train.add_argument("--checkpoint-every", type=positive_int, default=200)
     train.add_argument("--log-every", type=positive_int, default=20, help="iterations between metrics.jsonl lines")
