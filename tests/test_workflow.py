@@ -167,6 +167,7 @@ def test_slurm_profile_plans_the_dag_with_the_declared_resources(tmp_path: Path)
     ("wsss:\n  shards: two\n", "'two' is not of type 'integer'"),
     ("wsss:\n  cues: [instances, clip]\n", "'clip' is not one of"),
     ("s4net:\n  size: 100\n", "100 is not a multiple of 32"),
+    ("wsss:\n  segmenter: {cpu_bf16: sometimes}\n", "'sometimes' is not one of"),
     ("resources:\n  train_s4net: {runtime: 0}\n", "0 is less than the minimum of 1"),
     ("data:\n  voc: /data/VOC2012\n", "'voc' was unexpected"),
 ])
